@@ -1,0 +1,3 @@
+//! Work in progress.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
