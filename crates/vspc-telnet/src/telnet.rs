@@ -1,0 +1,234 @@
+//! The combined endpoint: decoder, negotiator and encoder behind one sans-IO type.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::{Command, Side, Verb};
+use crate::consts::option::BINARY;
+use crate::decoder::{Decoder, Step, DEFAULT_MAX_SUBNEGOTIATION};
+use crate::encoder::{encode_command, encode_data, encode_subnegotiation};
+use crate::error::DecodeError;
+use crate::negotiation::{Negotiator, OptionState, Policy};
+
+/// Configuration of a [`Telnet`] endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelnetConfig {
+    /// What the peer may enable.
+    pub policy: Policy,
+    /// Cap on a subnegotiation payload, in bytes after unescaping.
+    pub max_subnegotiation: usize,
+}
+
+impl Default for TelnetConfig {
+    fn default() -> Self {
+        TelnetConfig {
+            policy: Policy::new(),
+            max_subnegotiation: DEFAULT_MAX_SUBNEGOTIATION,
+        }
+    }
+}
+
+/// What a [`Telnet`] endpoint found in its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelnetEvent<'a> {
+    /// Application data, borrowed from the input (see [`Event::Data`](crate::Event::Data)).
+    Data(&'a [u8]),
+    /// A two-byte command.
+    Command(Command),
+    /// A complete subnegotiation, payload unescaped.
+    Subnegotiation {
+        /// The option code.
+        option: u8,
+        /// The unescaped payload.
+        payload: &'a [u8],
+    },
+    /// An option came into or went out of effect. Replies were already queued.
+    OptionChanged {
+        /// Who performs the option.
+        side: Side,
+        /// The option code.
+        option: u8,
+        /// Whether it is now in effect.
+        enabled: bool,
+    },
+    /// A protocol violation; decoding goes on after it.
+    Error(DecodeError),
+}
+
+/// A sans-IO telnet endpoint: decoding, RFC 1143 negotiation and encoding, with an outbound
+/// buffer.
+///
+/// # Driving it
+/// Input goes in through [`next_event`](Self::next_event), called until it returns `None`;
+/// each event is handled before the next is decoded, so that a BINARY change applies from the
+/// exact byte where it was negotiated. Negotiation is answered from the [`Policy`] as the
+/// bytes are decoded. After input, and after any `send_*` or [`request`](Self::request), drain
+/// [`poll_transmit`](Self::poll_transmit) until it returns `None` and write what it returns.
+///
+/// The endpoint reads no clock and starts no timer; it never panics on any input. Memory is
+/// bounded by the subnegotiation cap plus what the caller leaves unpolled in the outbound
+/// buffer.
+///
+/// ```
+/// use vspc_telnet::{option, Policy, Side, Telnet, TelnetConfig, TelnetEvent};
+///
+/// let policy = Policy::new().accept_both(option::BINARY);
+/// let mut telnet = Telnet::new(TelnetConfig { policy, ..TelnetConfig::default() });
+/// let mut input: &[u8] = b"\xff\xfb\x00\xff\xfb\x25data";
+/// assert_eq!(
+///     telnet.next_event(&mut input),
+///     Some(TelnetEvent::OptionChanged { side: Side::Remote, option: 0, enabled: true })
+/// );
+/// assert_eq!(telnet.next_event(&mut input), Some(TelnetEvent::Data(b"data")));
+/// assert_eq!(telnet.next_event(&mut input), None);
+/// // DO BINARY, then DONT AUTHENTICATION (refused by the policy).
+/// assert_eq!(telnet.poll_transmit().as_deref(), Some(&b"\xff\xfd\x00\xff\xfe\x25"[..]));
+/// assert_eq!(telnet.poll_transmit(), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Telnet {
+    decoder: Decoder,
+    negotiator: Negotiator,
+    outbound: BytesMut,
+}
+
+impl Telnet {
+    /// An endpoint with every option disabled.
+    pub fn new(config: TelnetConfig) -> Self {
+        Telnet {
+            decoder: Decoder::with_max_subnegotiation(config.max_subnegotiation),
+            negotiator: Negotiator::new(config.policy),
+            outbound: BytesMut::new(),
+        }
+    }
+
+    /// Decodes the next event from `input`, advancing it; `None` once `input` is exhausted
+    /// (a partial command is kept for the next call). Negotiation is answered internally and
+    /// surfaces only as [`TelnetEvent::OptionChanged`].
+    pub fn next_event<'e, 'i: 'e>(&'e mut self, input: &mut &'i [u8]) -> Option<TelnetEvent<'e>> {
+        loop {
+            let whole: &'i [u8] = input;
+            let (consumed, step) = self.decoder.step(whole);
+            *input = whole.get(consumed..).unwrap_or_default();
+            let event = match step? {
+                Step::Negotiation(verb, option) => {
+                    match self.negotiator.receive(verb, option, &mut self.outbound) {
+                        Some(change) => {
+                            self.apply_binary();
+                            TelnetEvent::OptionChanged {
+                                side: change.side,
+                                option: change.option,
+                                enabled: change.enabled,
+                            }
+                        }
+                        None => continue,
+                    }
+                }
+                Step::Data(start, end) => {
+                    TelnetEvent::Data(whole.get(start..end).unwrap_or_default())
+                }
+                Step::Command(command) => TelnetEvent::Command(command),
+                Step::SubnegotiationInInput(option, start, end) => TelnetEvent::Subnegotiation {
+                    option,
+                    payload: whole.get(start..end).unwrap_or_default(),
+                },
+                Step::SubnegotiationBuffered(option) => TelnetEvent::Subnegotiation {
+                    option,
+                    payload: self.decoder.buffered_payload(),
+                },
+                Step::Error(error) => TelnetEvent::Error(error),
+            };
+            return Some(event);
+        }
+    }
+
+    /// Decodes all of `input`, calling `on_event` for each event in order.
+    pub fn decode(&mut self, mut input: &[u8], mut on_event: impl FnMut(TelnetEvent<'_>)) {
+        while let Some(event) = self.next_event(&mut input) {
+            on_event(event);
+        }
+    }
+
+    fn apply_binary(&mut self) {
+        let binary = self.negotiator.is_enabled(Side::Remote, BINARY);
+        self.decoder.set_binary(binary);
+    }
+
+    /// Asks the peer to enable or disable `option` on `side` (RFC 1143 rules: nothing is sent
+    /// when it is already so or already asked).
+    pub fn request(&mut self, side: Side, option: u8, enable: bool) {
+        self.negotiator
+            .request(side, option, enable, &mut self.outbound);
+    }
+
+    /// Whether `option` is in effect on `side`.
+    pub fn is_enabled(&self, side: Side, option: u8) -> bool {
+        self.negotiator.is_enabled(side, option)
+    }
+
+    /// The Q-method state of `option` on `side`.
+    pub fn option_state(&self, side: Side, option: u8) -> OptionState {
+        self.negotiator.state(side, option)
+    }
+
+    /// The negotiator, for inspection.
+    pub fn negotiator(&self) -> &Negotiator {
+        &self.negotiator
+    }
+
+    /// Replaces the policy for future requests from the peer.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.negotiator.set_policy(policy);
+    }
+
+    /// Queues application data: 0xFF doubled, and CR sent as `CR NUL` unless we perform
+    /// BINARY.
+    pub fn send_data(&mut self, data: &[u8]) {
+        let binary = self.negotiator.is_enabled(Side::Local, BINARY);
+        encode_data(data, binary, &mut self.outbound);
+    }
+
+    /// Queues `IAC <command>`.
+    pub fn send_command(&mut self, command: Command) {
+        encode_command(command, &mut self.outbound);
+    }
+
+    /// Queues a raw `IAC <verb> <option>` outside the Q method. Prefer
+    /// [`request`](Self::request); this exists for emulating peers that misbehave.
+    pub fn send_negotiation_raw(&mut self, verb: Verb, option: u8) {
+        crate::encoder::encode_negotiation(verb, option, &mut self.outbound);
+    }
+
+    /// Queues `IAC SB <option> <payload> IAC SE` with the payload escaped.
+    pub fn send_subnegotiation(&mut self, option: u8, payload: &[u8]) {
+        encode_subnegotiation(option, payload, &mut self.outbound);
+    }
+
+    /// Queues bytes exactly as given, for a caller that encodes itself.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.outbound.extend_from_slice(bytes);
+    }
+
+    /// Everything queued since the last call, as one write; `None` when nothing is queued.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        (!self.outbound.is_empty()).then(|| self.outbound.split().freeze())
+    }
+
+    /// Moves everything queued into `out` (no allocation when `out` has room); returns how
+    /// many bytes were moved.
+    pub fn transmit_into(&mut self, out: &mut impl bytes::BufMut) -> usize {
+        let len = self.outbound.len();
+        out.put_slice(&self.outbound);
+        self.outbound.clear();
+        len
+    }
+
+    /// How many bytes are queued for transmission.
+    pub fn pending_transmit_len(&self) -> usize {
+        self.outbound.len()
+    }
+
+    /// Whether the decoder is between items, not inside a command or subnegotiation.
+    pub fn is_decoder_idle(&self) -> bool {
+        self.decoder.is_idle()
+    }
+}
