@@ -120,7 +120,8 @@ impl ProxiedPortBuilder {
 
     /// The port alone, validated.
     pub fn build_port(&self) -> Result<VirtualSerialPort, ValidationError> {
-        let backing = UriBackingInfo::proxied(&self.proxy, self.direction, self.service_uri.clone());
+        let backing =
+            UriBackingInfo::proxied(&self.proxy, self.direction, self.service_uri.clone());
         backing.validate_with(&self.policy)?;
         let mut port = VirtualSerialPort::new(self.key, backing);
         port.connectable = Some(self.connectable.clone());

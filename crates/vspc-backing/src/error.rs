@@ -133,7 +133,9 @@ pub enum UriErrorKind {
         port: String,
     },
     /// A path, a query or other text after the port.
-    #[error("unexpected {text:?} after the host and port (only #authentication parameters may follow)")]
+    #[error(
+        "unexpected {text:?} after the host and port (only #authentication parameters may follow)"
+    )]
     UnexpectedText {
         /// The text from where it went wrong.
         text: String,

@@ -15,7 +15,9 @@ use crate::model::{
     DeviceBackingInfo, FileBackingInfo, PipeBackingInfo, SerialBacking, ThinPrintBackingInfo,
     UnknownObject, UriBackingInfo, VirtualDevice, VirtualMachineConfigSpec, VirtualSerialPort,
 };
-use crate::option::{BackingOption, DeviceOption, VirtualDeviceUriBackingOption, VirtualSerialPortOption};
+use crate::option::{
+    BackingOption, DeviceOption, VirtualDeviceUriBackingOption, VirtualSerialPortOption,
+};
 
 /// The body of `POST /sdk/vim25/{release}/VirtualMachine/{moid}/ReconfigVM_Task`:
 /// `{"spec": ...}` (the body itself has no `_typeName`).

@@ -106,8 +106,8 @@ pub use option::{
 };
 pub use thumbprint::{Thumbprint, ThumbprintError};
 pub use uri::{
-    AddressFamily, AuthKey, AuthParam, AuthParams, Host, ProxyScheme, ProxyUri, Scheme,
-    ServiceUri, Transport, UrlConversionError,
+    AddressFamily, AuthKey, AuthParam, AuthParams, Host, ProxyScheme, ProxyUri, Scheme, ServiceUri,
+    Transport, UrlConversionError,
 };
 pub use validate::{ServiceTarget, ValidatedBacking, ValidationPolicy, Warning};
 pub use vmx::{parse_vmx, VmxError, VmxSerialPort, VMX_KEY_BASE};

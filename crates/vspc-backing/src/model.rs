@@ -726,7 +726,10 @@ impl VirtualMachineConfigSpec {
             if change.operation == Operation::Remove {
                 continue;
             }
-            if let Some(backing) = change.serial_port().and_then(VirtualSerialPort::uri_backing) {
+            if let Some(backing) = change
+                .serial_port()
+                .and_then(VirtualSerialPort::uri_backing)
+            {
                 warnings.extend(backing.validate_with(policy)?.warnings().iter().cloned());
             }
         }

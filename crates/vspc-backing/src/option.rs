@@ -224,7 +224,9 @@ pub struct VirtualMachineConfigOption {
 
 impl VirtualMachineConfigOption {
     /// A config option with these device options.
-    pub fn new(device_options: impl IntoIterator<Item = DeviceOption>) -> VirtualMachineConfigOption {
+    pub fn new(
+        device_options: impl IntoIterator<Item = DeviceOption>,
+    ) -> VirtualMachineConfigOption {
         VirtualMachineConfigOption {
             hardware_options: VirtualHardwareOption {
                 virtual_device_option: device_options.into_iter().collect(),
@@ -287,7 +289,9 @@ pub enum NetworkBackingError {
 /// assert_eq!(network.directions, [Direction::Server, Direction::Client]);
 /// # Ok::<(), vspc_backing::NetworkBackingError>(())
 /// ```
-pub fn network_backing(option: &VirtualMachineConfigOption) -> Result<NetworkBacking, NetworkBackingError> {
+pub fn network_backing(
+    option: &VirtualMachineConfigOption,
+) -> Result<NetworkBacking, NetworkBackingError> {
     let serial = option
         .hardware_options
         .virtual_device_option

@@ -287,7 +287,9 @@ fn check_reg_name(text: &str) -> Result<(), &'static str> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let pair = bytes.get(i + 1..i + 3).ok_or("incomplete percent-encoding")?;
+                let pair = bytes
+                    .get(i + 1..i + 3)
+                    .ok_or("incomplete percent-encoding")?;
                 if !pair.iter().all(u8::is_ascii_hexdigit) {
                     return Err("incomplete percent-encoding");
                 }
@@ -513,7 +515,10 @@ impl AuthParams {
     /// The value of the first parameter with this key (`Some("")` for `key=`, `None` both
     /// for an absent key and a bare key; use [`AuthParams::contains`] for the latter).
     pub fn get(&self, key: AuthKey) -> Option<&str> {
-        self.0.iter().find(|p| p.key == key).and_then(AuthParam::value)
+        self.0
+            .iter()
+            .find(|p| p.key == key)
+            .and_then(AuthParam::value)
     }
 
     /// Whether a parameter with this key is present.
@@ -654,11 +659,9 @@ fn split_authority<'a>(rest: &'a str, role: UriRole, uri: &str) -> Result<Author
     let host = Host::parse_in(host_text, role, uri)?;
     let port = match port_text {
         None | Some("") => None,
-        Some(p) => Some(parse_port(p).ok_or_else(|| {
-            err(UriErrorKind::InvalidPort {
-                port: p.to_owned(),
-            })
-        })?),
+        Some(p) => Some(
+            parse_port(p).ok_or_else(|| err(UriErrorKind::InvalidPort { port: p.to_owned() }))?,
+        ),
     };
     Ok(Authority {
         user_info,

@@ -152,7 +152,11 @@ impl VmxSerialPort {
         let mut out: Vec<(String, String)> = Vec::new();
         let mut push = |suffix: &str, value: &str| out.push((suffix.to_owned(), value.to_owned()));
         push(PRESENT, "TRUE");
-        let start_connected = self.port.connectable.as_ref().is_none_or(|c| c.start_connected);
+        let start_connected = self
+            .port
+            .connectable
+            .as_ref()
+            .is_none_or(|c| c.start_connected);
         push(START_CONNECTED, bool_text(start_connected));
         match &self.port.backing {
             None => {}
@@ -402,7 +406,11 @@ fn port_from_entries(index: PortIndex, e: &mut Entries) -> Result<VmxSerialPort,
         None => None,
     };
     let file_type = e.take(FILE_TYPE);
-    let backing = match file_type.as_ref().map(|(_, v)| v.to_ascii_lowercase()).as_deref() {
+    let backing = match file_type
+        .as_ref()
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .as_deref()
+    {
         None => None,
         Some("network") => {
             let mut b = UriBackingInfo::from_parts(
