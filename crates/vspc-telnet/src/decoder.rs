@@ -3,6 +3,7 @@
 use crate::command::{Command, Verb};
 use crate::consts::{CR, IAC, NUL, SB, SE};
 use crate::error::DecodeError;
+use crate::scan::{find_iac, find_iac_or_cr};
 
 /// Default cap on a subnegotiation payload (after unescaping).
 pub const DEFAULT_MAX_SUBNEGOTIATION: usize = 16 * 1024;
@@ -137,6 +138,7 @@ impl Decoder {
     ///
     /// Returns `None` once `input` is exhausted. Data borrows `input`; a subnegotiation
     /// payload borrows `input` when it arrived whole and unescaped, and the decoder otherwise.
+    #[inline(always)]
     pub fn next_event<'e, 'i: 'e>(&'e mut self, input: &mut &'i [u8]) -> Option<Event<'e>> {
         let whole: &'i [u8] = input;
         let (consumed, step) = self.step(whole);
@@ -151,6 +153,7 @@ impl Decoder {
         }
     }
 
+    #[inline]
     pub(crate) fn materialize<'e>(&'e self, step: Step, input: &'e [u8]) -> Event<'e> {
         match step {
             Step::Data(start, end) => Event::Data(input.get(start..end).unwrap_or_default()),
@@ -171,6 +174,7 @@ impl Decoder {
     /// The state machine. Returns how much of `input` was consumed and the event found, if
     /// any; stops right after the first event so that the caller can act on it (a BINARY
     /// change, say) before the following bytes are decoded.
+    #[inline(always)]
     pub(crate) fn step(&mut self, input: &[u8]) -> (usize, Option<Step>) {
         let mut pos = 0;
         while pos < input.len() {
@@ -178,9 +182,9 @@ impl Decoder {
             match self.state {
                 State::Data => {
                     let found = if self.binary {
-                        memchr::memchr(IAC, rest)
+                        find_iac(rest)
                     } else {
-                        memchr::memchr2(IAC, CR, rest)
+                        find_iac_or_cr(rest)
                     };
                     let Some(offset) = found else {
                         return (input.len(), Some(Step::Data(pos, input.len())));
@@ -236,7 +240,7 @@ impl Decoder {
                     pos += 1;
                     // Fast path: the whole payload is here, unescaped, so borrow it.
                     let payload = &input[pos..];
-                    if let Some(end) = memchr::memchr(IAC, payload) {
+                    if let Some(end) = find_iac(payload) {
                         if payload.get(end + 1) == Some(&SE) && end <= self.max_subnegotiation {
                             self.state = State::Data;
                             let option = self.sb_option;
@@ -248,7 +252,7 @@ impl Decoder {
                     }
                 }
                 State::SbData => {
-                    let run = memchr::memchr(IAC, rest).unwrap_or(rest.len());
+                    let run = find_iac(rest).unwrap_or(rest.len());
                     if !self.append_subnegotiation(&rest[..run]) {
                         self.state = State::SbDiscard;
                         return (pos + run, Some(Step::Error(self.too_long())));
@@ -293,7 +297,7 @@ impl Decoder {
                     }
                 }
                 State::SbDiscard => {
-                    match memchr::memchr(IAC, rest) {
+                    match find_iac(rest) {
                         Some(offset) => {
                             pos += offset + 1;
                             self.state = State::SbDiscardIac;
@@ -318,6 +322,7 @@ impl Decoder {
         (pos, None)
     }
 
+    #[inline]
     pub(crate) fn buffered_payload(&self) -> &[u8] {
         &self.sb_buffer
     }

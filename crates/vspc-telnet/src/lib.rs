@@ -59,6 +59,7 @@ mod decoder;
 mod encoder;
 mod error;
 mod negotiation;
+mod scan;
 mod telnet;
 
 pub use command::{Command, Side, UnknownCommand, Verb};

@@ -104,6 +104,7 @@ impl Telnet {
     /// Decodes the next event from `input`, advancing it; `None` once `input` is exhausted
     /// (a partial command is kept for the next call). Negotiation is answered internally and
     /// surfaces only as [`TelnetEvent::OptionChanged`].
+    #[inline]
     pub fn next_event<'e, 'i: 'e>(&'e mut self, input: &mut &'i [u8]) -> Option<TelnetEvent<'e>> {
         loop {
             let whole: &'i [u8] = input;
