@@ -212,7 +212,11 @@ struct Hold {
 #[derive(Debug, Clone)]
 enum Peer {
     None,
-    Claimed(VmotionKey),
+    /// PEER received, not yet answered; a COMPLETE pipelined before PEER-OK is kept.
+    Claimed {
+        key: VmotionKey,
+        early_complete: Option<Bytes>,
+    },
     Accepted {
         key: VmotionKey,
         sequence: Bytes,
@@ -515,7 +519,10 @@ impl ProxySession {
                         self.claim_unanswered = true;
                     }
                     _ => {
-                        self.peer = Peer::Claimed(key.clone());
+                        self.peer = Peer::Claimed {
+                            key: key.clone(),
+                            early_complete: None,
+                        };
                         self.claim_unanswered = true;
                     }
                 }
@@ -534,6 +541,10 @@ impl ProxySession {
                         source: *source,
                     };
                     self.events.push_back(event);
+                }
+                Peer::Claimed { early_complete, .. } if early_complete.is_none() => {
+                    // Sent before our PEER-OK (ESXi waits for it): decided once the claim is.
+                    *early_complete = Some(sequence);
                 }
                 _ => self.error(ProtocolError::OutOfSequence(Command::VmotionComplete)),
             },
@@ -780,7 +791,7 @@ impl ProxySession {
             return None;
         }
         match &self.peer {
-            Peer::Claimed(key) => Some(key),
+            Peer::Claimed { key, .. } => Some(key),
             Peer::Accepted { key, .. } => Some(key),
             _ => None,
         }
@@ -791,17 +802,33 @@ impl ProxySession {
         self.send_message(&Message::VmotionPeerOk {
             sequence: sequence.clone(),
         });
+        let early = match &mut self.peer {
+            Peer::Claimed { early_complete, .. } => early_complete.take(),
+            _ => None,
+        };
+        let complete_received = early.as_ref().is_some_and(|s| s.starts_with(&sequence));
+        if complete_received {
+            self.events.push_back(ProxyEvent::VmotionComplete {
+                sequence: sequence.clone(),
+                source,
+            });
+        } else if early.is_some() {
+            self.error(ProtocolError::OutOfSequence(Command::VmotionComplete));
+        }
         self.peer = Peer::Accepted {
             key,
             sequence,
             source,
-            complete_received: false,
+            complete_received,
         };
     }
 
     pub(crate) fn reject_peer(&mut self) {
         self.claim_unanswered = false;
-        if matches!(self.peer, Peer::Claimed(_)) {
+        if let Peer::Claimed { early_complete, .. } = &self.peer {
+            if early_complete.is_some() {
+                self.error(ProtocolError::OutOfSequence(Command::VmotionComplete));
+            }
             self.peer = Peer::None;
         }
         self.send_unknown(Command::VmotionPeer);
@@ -829,7 +856,7 @@ impl ProxySession {
 
     pub(crate) fn drop_claim(&mut self) {
         self.claim_unanswered = false;
-        if matches!(self.peer, Peer::Claimed(_) | Peer::Accepted { .. }) {
+        if matches!(self.peer, Peer::Claimed { .. } | Peer::Accepted { .. }) {
             self.peer = Peer::None;
         }
     }

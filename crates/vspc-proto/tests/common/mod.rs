@@ -1,0 +1,469 @@
+//! Shared test helpers: hex, the esxi-wire.md captures, a semantic view of telnet streams and
+//! an in-memory world (proxy sessions, VM sessions, one coordinator, a simulated clock).
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use vspc_proto::vspc_telnet::{Decoder, Event, Verb};
+use vspc_proto::*;
+
+/// The start of a simulated clock (any instant will do; only differences matter).
+#[allow(clippy::disallowed_methods)]
+pub fn t0() -> Instant {
+    Instant::now()
+}
+
+pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// One line of a capture: milliseconds, true for vm>px, bytes (empty for FIN).
+pub type Line = (f64, bool, &'static str);
+
+pub const UUID_VMX: &str = "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00";
+
+pub const BLOCK_A: &[Line] = &[
+    (0.000, true, "fffb25"),
+    (1.074, false, "fffb00"),
+    (1.216, false, "fffb03"),
+    (1.437, false, "fffb01"),
+    (1.507, true, "fffd00"),
+    (1.520, false, "fffd00"),
+    (1.772, false, "fffd03"),
+    (1.914, true, "fffd03fffd01fffb00"),
+    (2.039, false, "fffde8"),
+    (2.207, true, "fffb03"),
+    (2.692, false, "fffe25"),
+    (2.847, true, "fffbe8"),
+    (3.446, false, "fffae8010001020328292b2c2d2e3046474950515253fff0"),
+    (3.588, true, "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae84653765350432e7079fff0"),
+    (3.735, false, "fffae851fff0fffae853fff0"),
+    (3.935, true, "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0"),
+    (4.229, false, "fffae847fff0"),
+    (4.316, true, "fffae852766d2d3030303030fff0"),
+    (48.079, true, "fffb2c"),
+    (48.665, false, "fffe2c"),
+    (549.514, true, "20"),
+];
+
+pub const BLOCK_B: &[Line] = &[
+    (0.531, true, "fffae82844da87f1fff0"),
+    (1.140, false, "fffae82944da87f13ce64dabfff0"),
+    (1017.783, true, ""),
+    (1018.570, false, ""),
+];
+
+pub const BLOCK_C: &[Line] = &[
+    (1013.117, true, "fffb25"),
+    (1014.104, false, "fffb00"),
+    (1014.243, false, "fffb03fffb01"),
+    (1014.301, true, "fffd00"),
+    (1014.404, false, "fffd00"),
+    (1014.602, true, "fffd03fffd01"),
+    (1014.605, false, "fffd03"),
+    (1014.836, false, "fffde8"),
+    (1015.006, true, "fffb00fffb03"),
+    (1015.525, false, "fffe25"),
+    (1015.671, true, "fffbe8"),
+    (1016.287, false, "fffae8010001020328292b2c2d2e3046474950515253fff0"),
+    (1016.458, true, "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae82c44da87f13ce64dabfff0fffb2c"),
+    (1016.475, false, "fffae851fff0fffae853fff0"),
+    (1016.662, true, "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0"),
+    (1017.252, false, "fffae82d44da87f1fff0"),
+    (1017.480, true, "fffae852766d2d3030303030fff0"),
+    (1017.638, false, "fffe2c"),
+    (1017.784, true, "fffae82e44da87f1fff0"),
+    (1218.096, true, "39"),
+];
+
+pub const BLOCK_D: &[Line] = &[
+    (11.528, true, "fffae828cd526755fff0"),
+    (12.049, false, "fffae82bcd526755fff0"),
+    (212.749, true, "66"),
+    (713.344, true, "67"),
+];
+
+pub const BLOCK_E: &[Line] = &[
+    (21.073, true, "fffae82861ed26a2fff0"),
+    (21.549, false, "fffae82961ed26a2aeec483ffff0"),
+    (1033.605, true, "fffae830fff0"),
+    (1133.775, true, "7c"),
+    (1434.158, true, "7d"),
+    (1534.297, true, "7e"),
+    (1834.689, true, "20"),
+];
+
+/// The concatenated bytes of one direction of a block.
+pub fn stream(block: &[Line], vm_to_proxy: bool) -> Vec<u8> {
+    block
+        .iter()
+        .filter(|l| l.1 == vm_to_proxy)
+        .flat_map(|l| hex(l.2))
+        .collect()
+}
+
+/// A semantic item of a telnet stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Neg(Verb, u8),
+    Msg(Message),
+    Sub(u8, Vec<u8>),
+    Data(Vec<u8>),
+    Other(String),
+}
+
+/// Decodes a whole stream (binary mode) into items, data runs coalesced.
+pub fn items(bytes: &[u8]) -> Vec<Item> {
+    let mut decoder = Decoder::new();
+    decoder.set_binary(true);
+    let mut out: Vec<Item> = Vec::new();
+    decoder.decode(bytes, |event| match event {
+        Event::Data(d) => {
+            if let Some(Item::Data(prev)) = out.last_mut() {
+                prev.extend_from_slice(d);
+            } else {
+                out.push(Item::Data(d.to_vec()));
+            }
+        }
+        Event::Negotiation { verb, option } => out.push(Item::Neg(verb, option)),
+        Event::Subnegotiation {
+            option: 232,
+            payload,
+        } => out.push(Item::Msg(Message::parse(payload).unwrap())),
+        Event::Subnegotiation { option, payload } => out.push(Item::Sub(option, payload.to_vec())),
+        other => out.push(Item::Other(format!("{other:?}"))),
+    });
+    out
+}
+
+pub fn messages(bytes: &[u8]) -> Vec<Message> {
+    items(bytes)
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Msg(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A secret source that hands out the given secrets in turn (then repeats the last).
+pub fn fixed_secrets(secrets: Vec<Vec<u8>>) -> impl SecretSource {
+    let mut i = 0usize;
+    move |out: &mut [u8]| {
+        let s = &secrets[i.min(secrets.len() - 1)];
+        i += 1;
+        out.copy_from_slice(&s[..out.len()]);
+        Ok(())
+    }
+}
+
+pub fn capture_uuid() -> Uuid {
+    UUID_VMX.parse().unwrap()
+}
+
+pub fn source_vm_config() -> VmConfig {
+    VmConfig::new(
+        capture_uuid(),
+        "vm-00000",
+        VmRole::Source {
+            direction: Direction::Server,
+            service_uri: Bytes::from_static(b"vSPC.py"),
+        },
+    )
+}
+
+/// The proxy configuration that asks exactly what the captured proxy asked.
+pub fn capture_proxy_config() -> ProxyConfig {
+    ProxyConfig {
+        query_bios_uuid: false,
+        query_location_uuid: false,
+        ..ProxyConfig::default()
+    }
+}
+
+/// What the application does with a proxy session's events: the reference wiring of sessions
+/// and the coordinator. Returns the events it saw.
+pub struct App {
+    pub now: Instant,
+    pub coord: Coordinator,
+    pub proxies: BTreeMap<u64, ProxySession>,
+    pub allow_vmotion: bool,
+    /// The session currently carrying the VM (client data goes there).
+    pub current: Option<SessionId>,
+    /// VM-to-client bytes, as the clients see them.
+    pub client_rx: Vec<u8>,
+    pub events: Vec<(SessionId, ProxyEvent)>,
+    pub outcomes: Vec<String>,
+    pub coord_events: Vec<CoordinatorEvent>,
+}
+
+impl App {
+    pub fn new(now: Instant, coord: Coordinator) -> Self {
+        App {
+            now,
+            coord,
+            proxies: BTreeMap::new(),
+            allow_vmotion: true,
+            current: None,
+            client_rx: Vec::new(),
+            events: Vec::new(),
+            outcomes: Vec::new(),
+            coord_events: Vec::new(),
+        }
+    }
+
+    pub fn proxy(&mut self, id: SessionId) -> &mut ProxySession {
+        self.proxies.get_mut(&id.0).unwrap()
+    }
+
+    /// Drains and handles the events of session `id`.
+    pub fn process(&mut self, id: SessionId) {
+        loop {
+            let Some(event) = self.proxy(id).poll_event() else {
+                break;
+            };
+            let now = self.now;
+            match &event {
+                ProxyEvent::Data(d) if self.current.is_none() || self.current == Some(id) => {
+                    self.client_rx.extend_from_slice(d);
+                }
+                ProxyEvent::Identified(_) if self.current.is_none() => self.current = Some(id),
+                ProxyEvent::VmotionBegin { .. } => {
+                    let allow = self.allow_vmotion;
+                    let s = self.proxies.get_mut(&id.0).unwrap();
+                    let o = self.coord.begin(now, s, allow);
+                    self.outcomes.push(format!("{o:?}"));
+                }
+                ProxyEvent::PeerClaim { .. } => {
+                    let s = self.proxies.get_mut(&id.0).unwrap();
+                    let o = self.coord.claim(now, s);
+                    self.outcomes.push(format!("{o:?}"));
+                }
+                ProxyEvent::VmotionComplete { source, .. } => {
+                    let mut src = self.proxies.remove(&source.0).unwrap();
+                    let dest = self.proxies.get_mut(&id.0).unwrap();
+                    let o = self.coord.complete(now, dest, &mut src);
+                    if let CompleteOutcome::Switched { source_closed, .. } = o {
+                        self.current = Some(id);
+                        if !source_closed {
+                            self.proxies.insert(source.0, src);
+                        }
+                    } else {
+                        self.proxies.insert(source.0, src);
+                    }
+                    self.outcomes.push(format!("{o:?}"));
+                }
+                ProxyEvent::VmotionAbort { .. } => {
+                    let s = self.proxies.get(&id.0).unwrap();
+                    let o = self.coord.abort(s);
+                    self.outcomes.push(format!("abort {o}"));
+                }
+                _ => {}
+            }
+            self.events.push((id, event));
+        }
+    }
+
+    /// The VM connection `id` reached EOF.
+    pub fn close(&mut self, id: SessionId) -> CloseOutcome {
+        let now = self.now;
+        let s = self.proxies.get_mut(&id.0).unwrap();
+        let o = self.coord.session_closed(now, s);
+        match o {
+            CloseOutcome::Migrating { .. } => {}
+            _ => {
+                self.proxies.remove(&id.0);
+            }
+        }
+        o
+    }
+
+    /// Client data for the VM.
+    pub fn client_send(&mut self, data: &[u8]) {
+        let id = self.current.unwrap();
+        self.proxy(id).send_data(data).unwrap();
+    }
+
+    pub fn timeouts(&mut self) {
+        let now = self.now;
+        for s in self.proxies.values_mut() {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+        let ids: Vec<u64> = self.proxies.keys().copied().collect();
+        for id in ids {
+            self.process(SessionId(id));
+        }
+        if self.coord.poll_timeout().is_some_and(|t| t <= now) {
+            self.coord.handle_timeout(now);
+        }
+        while let Some(e) = self.coord.poll_event() {
+            if let CoordinatorEvent::Expired {
+                source,
+                source_closed: true,
+                ..
+            } = &e
+            {
+                self.proxies.remove(&source.0);
+            }
+            self.coord_events.push(e);
+        }
+    }
+}
+
+/// A VM connection in the world: its VM side and the bytes each way.
+pub struct Link {
+    pub vm: VmSession,
+    pub vm_events: Vec<VmEvent>,
+    /// Client-to-VM data the VM received.
+    pub vm_rx: Vec<u8>,
+    /// Everything the VM wrote.
+    pub vm_out: Vec<u8>,
+    /// Everything the proxy wrote.
+    pub proxy_out: Vec<u8>,
+    pub open: bool,
+}
+
+/// Proxy sessions, VM sessions, a coordinator and a simulated clock, delivering every write
+/// in chunks of `chunk` bytes.
+pub struct World {
+    pub app: App,
+    pub links: BTreeMap<u64, Link>,
+    pub chunk: usize,
+    pub next_id: u64,
+}
+
+impl World {
+    pub fn new(coord: Coordinator) -> Self {
+        World {
+            app: App::new(t0(), coord),
+            links: BTreeMap::new(),
+            chunk: usize::MAX,
+            next_id: 1,
+        }
+    }
+
+    pub fn connect(&mut self, vm: VmConfig, proxy: ProxyConfig) -> SessionId {
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        let vm = VmSession::new(self.app.now, vm);
+        self.app.proxies.insert(id.0, ProxySession::new(id, proxy));
+        self.links.insert(
+            id.0,
+            Link {
+                vm,
+                vm_events: Vec::new(),
+                vm_rx: Vec::new(),
+                vm_out: Vec::new(),
+                proxy_out: Vec::new(),
+                open: true,
+            },
+        );
+        self.run();
+        id
+    }
+
+    pub fn link(&mut self, id: SessionId) -> &mut Link {
+        self.links.get_mut(&id.0).unwrap()
+    }
+
+    /// Moves bytes until both sides of every open link are quiet.
+    pub fn run(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            let ids: Vec<u64> = self.links.keys().copied().collect();
+            for id in ids {
+                let sid = SessionId(id);
+                let now = self.app.now;
+                let link = self.links.get_mut(&id).unwrap();
+                if !link.open {
+                    continue;
+                }
+                while let Some(bytes) = link.vm.poll_transmit() {
+                    link.vm_out.extend_from_slice(&bytes);
+                    moved = true;
+                    for part in bytes.chunks(self.chunk.max(1)) {
+                        if let Some(p) = self.app.proxies.get_mut(&id) {
+                            p.handle_input(now, &Bytes::copy_from_slice(part));
+                            self.app.process(sid);
+                        }
+                    }
+                }
+                if self.app.proxies.contains_key(&id) {
+                    self.app.process(sid);
+                    while let Some(bytes) = self
+                        .app
+                        .proxies
+                        .get_mut(&id)
+                        .and_then(|p| p.poll_transmit())
+                    {
+                        let link = self.links.get_mut(&id).unwrap();
+                        link.proxy_out.extend_from_slice(&bytes);
+                        moved = true;
+                        for part in bytes.chunks(self.chunk.max(1)) {
+                            link.vm.handle_input(now, &Bytes::copy_from_slice(part));
+                        }
+                    }
+                }
+                let link = self.links.get_mut(&id).unwrap();
+                while let Some(e) = link.vm.poll_event() {
+                    if let VmEvent::Data(d) = &e {
+                        link.vm_rx.extend_from_slice(d);
+                    }
+                    link.vm_events.push(e);
+                }
+            }
+            // Sessions outside links (closed VM side) may still have bytes: discard.
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    /// Advances the clock, firing every due timer, and runs.
+    pub fn advance(&mut self, by: Duration) {
+        self.app.now += by;
+        let now = self.app.now;
+        for link in self.links.values_mut() {
+            if link.vm.poll_timeout().is_some_and(|t| t <= now) {
+                link.vm.handle_timeout(now);
+            }
+        }
+        self.app.timeouts();
+        self.run();
+    }
+
+    /// The VM side of `id` closes its connection (FIN): the proxy sees EOF.
+    pub fn fin(&mut self, id: SessionId) -> CloseOutcome {
+        self.run();
+        self.link(id).open = false;
+        self.app.close(id)
+    }
+
+    pub fn vm_send(&mut self, id: SessionId, data: &[u8]) {
+        self.link(id).vm.send_data(data);
+        self.run();
+    }
+
+    pub fn client_send(&mut self, data: &[u8]) {
+        self.app.client_send(data);
+        self.run();
+    }
+
+    pub fn proxy_events(&self, id: SessionId) -> Vec<ProxyEvent> {
+        self.app
+            .events
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
