@@ -320,19 +320,15 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, VmxError> {
 struct Entries(Vec<(String, String, String)>);
 
 impl Entries {
-    /// Removes the last entry with this suffix (case-insensitive) and every earlier one
-    /// (the last occurrence wins), returning (full key, value).
+    /// Removes the entry with this suffix (case-insensitive; there is at most one),
+    /// returning (full key, value).
     fn take(&mut self, suffix: &str) -> Option<(String, String)> {
-        let mut found = None;
-        self.0.retain(|(s, v, k)| {
-            if s.eq_ignore_ascii_case(suffix) {
-                found = Some((k.clone(), v.clone()));
-                false
-            } else {
-                true
-            }
-        });
-        found
+        let pos = self
+            .0
+            .iter()
+            .position(|(s, _, _)| s.eq_ignore_ascii_case(suffix))?;
+        let (_, value, key) = self.0.remove(pos);
+        Some((key, value))
     }
 
     fn take_bool(&mut self, suffix: &str) -> Result<Option<bool>, VmxError> {
@@ -348,7 +344,8 @@ impl Entries {
 
 /// Reads the serial ports of `.vmx` text: every `serialN` whose `present` is `TRUE`, by
 /// index. Other keys are ignored; unmodelled `serialN.*` keys land in
-/// [`VmxSerialPort::other`]. When a key repeats, the last one wins.
+/// [`VmxSerialPort::other`]. When a key repeats (keys are case-insensitive), the last one
+/// wins. Every port this returns renders without error.
 pub fn parse_vmx(text: &str) -> Result<Vec<VmxSerialPort>, VmxError> {
     let mut by_index: BTreeMap<u8, Entries> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -369,11 +366,13 @@ pub fn parse_vmx(text: &str) -> Result<Vec<VmxSerialPort>, VmxError> {
                 line: i + 1,
                 key: key.to_owned(),
             })?;
-        by_index
+        let entries = &mut by_index
             .entry(index.get())
             .or_insert_with(|| Entries(Vec::new()))
-            .0
-            .push((suffix.to_owned(), value, key.to_owned()));
+            .0;
+        // Keys are case-insensitive and the last occurrence wins.
+        entries.retain(|(s, _, _)| !s.eq_ignore_ascii_case(suffix));
+        entries.push((suffix.to_owned(), value, key.to_owned()));
     }
     let mut ports = Vec::new();
     for (n, mut entries) in by_index {
