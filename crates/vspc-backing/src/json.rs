@@ -2,10 +2,11 @@
 //!
 //! Every object carries `"_typeName"`; `anyType` values (`OptionValue.value`) are boxed as
 //! `{"_typeName": "string", "_value": "300"}`; required booleans are always written and
-//! absent optional fields omitted. Readers ignore unknown fields, accept a missing
-//! `_typeName` on monomorphic slots, and keep objects of unknown types found in polymorphic
-//! slots (a backing, a device, a device or backing option) as [`UnknownObject`]s, written
-//! back unchanged.
+//! absent optional fields omitted. Readers ignore unknown fields; on a monomorphic slot
+//! (whose type the schema fixes, such as `connectable`) `_typeName` is not checked and may
+//! be missing; on a polymorphic slot (a backing, a device, a device or backing option) it is
+//! required, and an object of a type this crate does not model is kept as an
+//! [`UnknownObject`] and written back unchanged.
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

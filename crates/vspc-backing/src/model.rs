@@ -270,7 +270,10 @@ impl UnknownObject {
         let type_name = type_name.into();
         UnknownObject {
             #[cfg(feature = "serde")]
-            json: serde_json::json!({ "_typeName": type_name }),
+            json: serde_json::Value::Object(serde_json::Map::from_iter([(
+                "_typeName".to_owned(),
+                serde_json::Value::String(type_name.clone()),
+            )])),
             type_name,
         }
     }
@@ -367,6 +370,7 @@ impl From<ThinPrintBackingInfo> for SerialBacking {
 
 /// `VirtualDeviceConnectInfo.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub enum ConnectStatus {

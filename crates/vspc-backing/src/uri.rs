@@ -18,6 +18,7 @@ use crate::error::{UriError, UriErrorKind, UriRole};
 /// Schemes are read case-insensitively and written lower-case. `ssl` and `tcp+ssl` mean the
 /// same transport but are kept distinct so that a URI is written back as it was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Scheme {
     /// `tcp://`: raw TCP, any address family.
     Tcp,
@@ -41,6 +42,7 @@ pub enum Scheme {
 
 /// What carries the bytes of a service URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Transport {
     /// Raw TCP.
     Tcp,
@@ -345,6 +347,7 @@ impl fmt::Display for Host {
 /// The key of an authentication parameter. Keys are case-sensitive, spelled as vSphere
 /// documents them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AuthKey {
     /// `certificate=<PEM>`: the peer's certificate.
     Certificate,
