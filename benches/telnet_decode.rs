@@ -154,37 +154,29 @@ fn run_telnet_endpoint(input: &[u8]) -> usize {
     total
 }
 
-fn run_libmudtelnet(input: &[u8]) -> usize {
-    use libmudtelnet::events::TelnetEvents;
-    let mut parser = libmudtelnet::Parser::new();
-    let mut total = 0;
-    for chunk in input.chunks(CHUNK) {
-        for event in parser.receive(chunk) {
-            total += match event {
-                TelnetEvents::DataReceive(data) => data.len(),
-                TelnetEvents::Subnegotiation(sub) => sub.buffer.len() + 1,
-                _ => 1,
-            };
+/// libmudtelnet is a fork of libtelnet-rs: same API, so one body serves both.
+macro_rules! run_public_crate {
+    ($name:ident, $krate:ident) => {
+        fn $name(input: &[u8]) -> usize {
+            use $krate::events::TelnetEvents;
+            let mut parser = $krate::Parser::new();
+            let mut total = 0;
+            for chunk in input.chunks(CHUNK) {
+                for event in parser.receive(chunk) {
+                    total += match event {
+                        TelnetEvents::DataReceive(data) => data.len(),
+                        TelnetEvents::Subnegotiation(sub) => sub.buffer.len() + 1,
+                        _ => 1,
+                    };
+                }
+            }
+            total
         }
-    }
-    total
+    };
 }
 
-fn run_libtelnet_rs(input: &[u8]) -> usize {
-    use libtelnet_rs::events::TelnetEvents;
-    let mut parser = libtelnet_rs::Parser::new();
-    let mut total = 0;
-    for chunk in input.chunks(CHUNK) {
-        for event in parser.receive(chunk) {
-            total += match event {
-                TelnetEvents::DataReceive(data) => data.len(),
-                TelnetEvents::Subnegotiation(sub) => sub.buffer.len() + 1,
-                _ => 1,
-            };
-        }
-    }
-    total
-}
+run_public_crate!(run_libmudtelnet, libmudtelnet);
+run_public_crate!(run_libtelnet_rs, libtelnet_rs);
 
 fn run_memchr_floor(input: &[u8]) -> usize {
     input

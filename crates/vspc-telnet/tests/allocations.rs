@@ -32,7 +32,7 @@ fn decoding_in_steady_state_allocates_nothing() {
         ..TelnetConfig::default()
     });
     let mut seen = 0usize;
-    let mut decode_all = |telnet: &mut Telnet, seen: &mut usize| {
+    let decode_all = |telnet: &mut Telnet, seen: &mut usize| {
         for chunk in wire.chunks(7) {
             let mut rest = chunk;
             while let Some(event) = telnet.next_event(&mut rest) {

@@ -262,99 +262,96 @@ fn send_data_uses_nvt_rules_until_we_perform_binary() {
     );
 }
 
-/// RFC 1143 section 7's table, one row at a time: (state, queue bit, received) -> (state, reply).
+/// RFC 1143 section 7's table for one option on the remote side: after the setup steps
+/// (their output discarded), the last step must leave this state and send exactly these bytes.
 #[test]
 fn q_method_transitions_for_the_remote_side() {
-    let will = |t: &mut Telnet| feed(t, &[IAC, 251, 7], &mut Vec::new());
-    let wont = |t: &mut Telnet| feed(t, &[IAC, 252, 7], &mut Vec::new());
-    let accept = TelnetConfig {
-        policy: Policy::new().accept_remote(7),
-        ..TelnetConfig::default()
-    };
-    let refuse = TelnetConfig::default();
-    let sent = |t: &mut Telnet| t.poll_transmit().map(|b| b.to_vec()).unwrap_or_default();
-
-    // NO + WILL: accept -> YES, DO; refuse -> NO, DONT.
-    let mut t = Telnet::new(accept);
-    will(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::Yes, vec![IAC, 253, 7])
-    );
-    let mut t = Telnet::new(refuse);
-    will(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::No, vec![IAC, 254, 7])
-    );
-    // NO + WONT: nothing.
-    wont(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::No, vec![])
-    );
-    // YES + WILL: nothing (no reply to a reply); YES + WONT -> NO, DONT.
-    let mut t = Telnet::new(accept);
-    will(&mut t);
-    sent(&mut t);
-    will(&mut t);
-    assert_eq!(sent(&mut t), Vec::<u8>::new());
-    wont(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::No, vec![IAC, 254, 7])
-    );
-    // WANTYES + WILL -> YES silently; WANTYES + WONT -> NO silently.
-    let mut t = Telnet::new(refuse);
-    t.request(Side::Remote, 7, true);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::WantYes, vec![IAC, 253, 7])
-    );
-    will(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::Yes, vec![])
-    );
-    let mut t = Telnet::new(refuse);
-    t.request(Side::Remote, 7, true);
-    sent(&mut t);
-    wont(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::No, vec![])
-    );
-    // WANTYES with the opposite queued + WILL -> WANTNO, DONT; then WONT -> NO.
-    let mut t = Telnet::new(refuse);
-    t.request(Side::Remote, 7, true);
-    t.request(Side::Remote, 7, false);
-    assert_eq!(sent(&mut t), vec![IAC, 253, 7]);
-    will(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::WantNo, vec![IAC, 254, 7])
-    );
-    wont(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::No, vec![])
-    );
-    // WANTNO with the opposite queued + WONT -> WANTYES, DO.
-    let mut t = Telnet::new(accept);
-    will(&mut t);
-    sent(&mut t);
-    t.request(Side::Remote, 7, false);
-    t.request(Side::Remote, 7, true);
-    assert_eq!(sent(&mut t), vec![IAC, 254, 7]);
-    wont(&mut t);
-    assert_eq!(
-        (t.option_state(Side::Remote, 7), sent(&mut t)),
-        (OptionState::WantYes, vec![IAC, 253, 7])
-    );
-    // Requests for what is already so send nothing.
-    let mut t = Telnet::new(accept);
-    t.request(Side::Remote, 7, false);
-    assert_eq!(sent(&mut t), Vec::<u8>::new());
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        Will,
+        Wont,
+        Request(bool),
+    }
+    use OptionState::{No, WantNo, WantYes, Yes};
+    use Step::{Request, Will, Wont};
+    const DO: &[u8] = &[IAC, 253, 7];
+    const DONT: &[u8] = &[IAC, 254, 7];
+    const NOTHING: &[u8] = &[];
+    let rows: &[(bool, &[Step], Step, OptionState, &[u8])] = &[
+        // (policy accepts, setup, last step, state after, bytes sent by the last step)
+        (true, &[], Will, Yes, DO),
+        (false, &[], Will, No, DONT),
+        (false, &[Will], Wont, No, NOTHING),
+        (true, &[Will], Will, Yes, NOTHING),
+        (true, &[Will], Wont, No, DONT),
+        (false, &[], Request(true), WantYes, DO),
+        (false, &[Request(true)], Will, Yes, NOTHING),
+        (false, &[Request(true)], Wont, No, NOTHING),
+        (false, &[Request(true)], Request(false), WantYes, NOTHING),
+        (false, &[Request(true), Request(false)], Will, WantNo, DONT),
+        (
+            false,
+            &[Request(true), Request(false), Will],
+            Wont,
+            No,
+            NOTHING,
+        ),
+        (true, &[Will], Request(false), WantNo, DONT),
+        (true, &[Will, Request(false)], Wont, No, NOTHING),
+        (true, &[Will, Request(false)], Will, No, NOTHING),
+        (
+            true,
+            &[Will, Request(false)],
+            Request(true),
+            WantNo,
+            NOTHING,
+        ),
+        (
+            true,
+            &[Will, Request(false), Request(true)],
+            Wont,
+            WantYes,
+            DO,
+        ),
+        (
+            true,
+            &[Will, Request(false), Request(true)],
+            Will,
+            Yes,
+            NOTHING,
+        ),
+        (true, &[], Request(false), No, NOTHING),
+        (true, &[Will], Request(true), Yes, NOTHING),
+    ];
+    for &(accepts, setup, last, state, bytes) in rows {
+        let policy = if accepts {
+            Policy::new().accept_remote(7)
+        } else {
+            Policy::new()
+        };
+        let mut telnet = Telnet::new(TelnetConfig {
+            policy,
+            ..TelnetConfig::default()
+        });
+        let mut run = |step: Step| {
+            match step {
+                Will => feed(&mut telnet, &[IAC, 251, 7], &mut Vec::new()),
+                Wont => feed(&mut telnet, &[IAC, 252, 7], &mut Vec::new()),
+                Request(enable) => telnet.request(Side::Remote, 7, enable),
+            }
+            telnet
+                .poll_transmit()
+                .map(|b| b.to_vec())
+                .unwrap_or_default()
+        };
+        for &step in setup {
+            run(step);
+        }
+        let sent = run(last);
+        let row = format!("accepts={accepts} setup={setup:?} last={last:?}");
+        assert_eq!(telnet.option_state(Side::Remote, 7), state, "{row}");
+        assert_eq!(sent, bytes, "{row}");
+    }
 }
 
 #[test]
