@@ -277,8 +277,9 @@ fn q_method_transitions_for_the_remote_side() {
     const DO: &[u8] = &[IAC, 253, 7];
     const DONT: &[u8] = &[IAC, 254, 7];
     const NOTHING: &[u8] = &[];
-    let rows: &[(bool, &[Step], Step, OptionState, &[u8])] = &[
-        // (policy accepts, setup, last step, state after, bytes sent by the last step)
+    /// (policy accepts, setup, last step, state after, bytes sent by the last step)
+    type Row = (bool, &'static [Step], Step, OptionState, &'static [u8]);
+    let rows: &[Row] = &[
         (true, &[], Will, Yes, DO),
         (false, &[], Will, No, DONT),
         (false, &[Will], Wont, No, NOTHING),
