@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::message::VmotionKey;
 use crate::proxy::ProxySession;
-use crate::session::SessionId;
+use crate::session::{deadline_after, SessionId};
 
 /// Where vMotion secrets come from. The default is the operating system's CSPRNG
 /// ([`OsRandom`]); tests inject a closure to force chosen bytes.
@@ -365,7 +365,7 @@ impl Coordinator {
                 BeginOutcome::NotNow(reason)
             }
             Ok(key) => {
-                let deadline = now + self.config.vmotion_timeout;
+                let deadline = deadline_after(now, self.config.vmotion_timeout);
                 let order = self.next_order;
                 self.next_order += 1;
                 let bytes = key.bytes().clone();

@@ -75,6 +75,21 @@ pub enum SendError {
     Closed,
 }
 
+/// `now + by`, saturating at a far but representable instant instead of panicking when a
+/// configured duration is absurdly large.
+pub(crate) fn deadline_after(
+    now: std::time::Instant,
+    by: std::time::Duration,
+) -> std::time::Instant {
+    let mut by = by;
+    loop {
+        if let Some(t) = now.checked_add(by) {
+            return t;
+        }
+        by /= 2;
+    }
+}
+
 /// Makes a `Bytes` for `part`, sharing `whole` when `part` lies inside it (no copy).
 pub(crate) fn share(whole: Option<&Bytes>, part: &[u8]) -> Bytes {
     if let Some(whole) = whole {
@@ -91,6 +106,15 @@ pub(crate) fn share(whole: Option<&Bytes>, part: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadline_saturates() {
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::Instant::now();
+        assert!(deadline_after(now, std::time::Duration::MAX) > now);
+        let d = std::time::Duration::from_secs(3);
+        assert_eq!(deadline_after(now, d), now + d);
+    }
 
     #[test]
     fn share_is_zero_copy_inside_and_copies_outside() {

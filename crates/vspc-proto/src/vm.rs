@@ -12,7 +12,7 @@ use vspc_telnet::{
 use crate::command::Command;
 use crate::identity::{Uuid, VmName, VmUuid};
 use crate::message::{Direction, Message, MessageError, VmotionKey, VMWARE_EXT};
-use crate::session::{share, ProtocolError};
+use crate::session::{deadline_after, share, ProtocolError};
 
 /// ESXi's KNOWN-SUBOPTIONS-1 list, in ESXi's (unsorted) order, as captured.
 pub const ESXI_KNOWN_SUBOPTIONS: [Command; 22] = [
@@ -307,7 +307,10 @@ impl VmSession {
                     direction,
                     service_uri,
                 });
-                self.com_port_at = self.config.com_port_delay.map(|delay| now + delay);
+                self.com_port_at = self
+                    .config
+                    .com_port_delay
+                    .map(|delay| deadline_after(now, delay));
             }
             VmRole::Destination { sequence, secret } => {
                 self.send_message(&Message::VmotionPeer(VmotionKey::new(&sequence, &secret)));
