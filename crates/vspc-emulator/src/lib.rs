@@ -88,6 +88,7 @@
 mod connection;
 mod error;
 mod fault;
+pub mod lab;
 mod pattern;
 mod uri;
 mod vm;

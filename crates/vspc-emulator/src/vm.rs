@@ -782,13 +782,13 @@ impl EmulatedVm {
                 self.open_source(now);
             }
         }
-        if let Some(generator) = &mut self.generator {
+        if let (Some(generator), Some(conn)) = (&mut self.generator, &mut self.current) {
+            // Only while a connection carries the VM: the stream's offsets must match what
+            // was sent.
             if let Some(chunk) = generator.poll(now) {
-                if let Some(conn) = &mut self.current {
-                    conn.session_mut().send_data(&chunk);
-                    conn.take_output_as_write();
-                    self.stats.serial_sent += chunk.len() as u64;
-                }
+                conn.session_mut().send_data(&chunk);
+                conn.take_output_as_write();
+                self.stats.serial_sent += chunk.len() as u64;
             }
         }
         self.flush();
