@@ -102,3 +102,4 @@ pub use vm::{
     AbortReason, EmulatedVm, EmulatorConfig, EmulatorEvent, FinOrder, SerialPortConfig, Stats,
     Transmit, VmIdentity, VmotionOutcome, VmotionPlan,
 };
+pub use vspc_proto;
