@@ -86,6 +86,8 @@
 )]
 
 mod connection;
+#[cfg(feature = "tokio")]
+pub mod driver;
 mod error;
 mod fault;
 pub mod lab;
