@@ -52,6 +52,8 @@ fn goahead(c: &mut Coordinator, s: &mut ProxySession, now: Instant, seq: &[u8]) 
 
 fn dest(id: u64, now: Instant, key: &VmotionKey) -> ProxySession {
     let mut d = ProxySession::new(SessionId(id), ProxyConfig::default());
+    // Block C's telnet negotiation from the destination host (it answers our BINARY offer).
+    d.handle_input_slice(now, &hex("fffb25 fffd00 fffd03fffd01 fffb00fffb03 fffbe8"));
     drain(&mut d);
     let (events, _) = send(
         &mut d,

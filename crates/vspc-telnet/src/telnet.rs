@@ -66,7 +66,8 @@ pub enum TelnetEvent<'a> {
 ///
 /// The endpoint reads no clock and starts no timer; it never panics on any input. Memory is
 /// bounded by the subnegotiation cap plus what the caller leaves unpolled in the outbound
-/// buffer.
+/// buffer, and what it sends while our BINARY offer awaits an answer (see
+/// [`send_data`](Self::send_data) and [`stop_waiting_for_binary`](Self::stop_waiting_for_binary)).
 ///
 /// ```
 /// use vspc_telnet::{option, Policy, Side, Telnet, TelnetConfig, TelnetEvent};
@@ -89,6 +90,19 @@ pub struct Telnet {
     decoder: Decoder,
     negotiator: Negotiator,
     outbound: BytesMut,
+    /// What the application sent while our BINARY offer awaited its answer, in order.
+    deferred: Vec<Deferred>,
+    /// False once the application gave up waiting for the answer to our BINARY offer.
+    wait_for_binary: bool,
+}
+
+/// An application send held back until BINARY settles (see [`Telnet::send_data`]).
+#[derive(Debug, Clone)]
+enum Deferred {
+    Data(Bytes),
+    Command(Command),
+    Subnegotiation(u8, Bytes),
+    Raw(Bytes),
 }
 
 impl Telnet {
@@ -98,6 +112,8 @@ impl Telnet {
             decoder: Decoder::with_max_subnegotiation(config.max_subnegotiation),
             negotiator: Negotiator::new(config.policy),
             outbound: BytesMut::new(),
+            deferred: Vec::new(),
+            wait_for_binary: true,
         }
     }
 
@@ -112,7 +128,11 @@ impl Telnet {
             *input = whole.get(consumed..).unwrap_or_default();
             let event = match step? {
                 Step::Negotiation(verb, option) => {
-                    match self.negotiator.receive(verb, option, &mut self.outbound) {
+                    let change = self.negotiator.receive(verb, option, &mut self.outbound);
+                    if option == BINARY {
+                        self.flush_deferred();
+                    }
+                    match change {
                         Some(change) => {
                             self.apply_binary();
                             TelnetEvent::OptionChanged {
@@ -183,13 +203,27 @@ impl Telnet {
 
     /// Queues application data: 0xFF doubled, and CR sent as `CR NUL` unless we perform
     /// BINARY.
+    ///
+    /// While our offer of BINARY awaits the peer's answer, the data is deferred and encoded
+    /// once the answer comes: the peer decodes binary from the moment it agrees, so NVT
+    /// encoding in that window would hand it a stray NUL after every CR. Anything sent after
+    /// deferred data (commands, subnegotiations) is deferred behind it, so order is kept.
     pub fn send_data(&mut self, data: &[u8]) {
+        if self.must_defer() || self.binary_offer_pending() {
+            self.deferred
+                .push(Deferred::Data(Bytes::copy_from_slice(data)));
+            return;
+        }
         let binary = self.negotiator.is_enabled(Side::Local, BINARY);
         encode_data(data, binary, &mut self.outbound);
     }
 
-    /// Queues `IAC <command>`.
+    /// Queues `IAC <command>` (after any deferred data, see [`send_data`](Self::send_data)).
     pub fn send_command(&mut self, command: Command) {
+        if self.must_defer() {
+            self.deferred.push(Deferred::Command(command));
+            return;
+        }
         encode_command(command, &mut self.outbound);
     }
 
@@ -199,14 +233,75 @@ impl Telnet {
         crate::encoder::encode_negotiation(verb, option, &mut self.outbound);
     }
 
-    /// Queues `IAC SB <option> <payload> IAC SE` with the payload escaped.
+    /// Queues `IAC SB <option> <payload> IAC SE` with the payload escaped (after any
+    /// deferred data, see [`send_data`](Self::send_data)).
     pub fn send_subnegotiation(&mut self, option: u8, payload: &[u8]) {
+        if self.must_defer() {
+            self.deferred.push(Deferred::Subnegotiation(
+                option,
+                Bytes::copy_from_slice(payload),
+            ));
+            return;
+        }
         encode_subnegotiation(option, payload, &mut self.outbound);
     }
 
-    /// Queues bytes exactly as given, for a caller that encodes itself.
+    /// Queues bytes exactly as given, for a caller that encodes itself (after any deferred
+    /// data, see [`send_data`](Self::send_data)).
     pub fn send_raw(&mut self, bytes: &[u8]) {
+        if self.must_defer() {
+            self.deferred
+                .push(Deferred::Raw(Bytes::copy_from_slice(bytes)));
+            return;
+        }
         self.outbound.extend_from_slice(bytes);
+    }
+
+    /// Bytes of application sends deferred until BINARY settles.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred
+            .iter()
+            .map(|item| match item {
+                Deferred::Data(bytes) | Deferred::Raw(bytes) => bytes.len(),
+                Deferred::Subnegotiation(_, payload) => payload.len() + 5,
+                Deferred::Command(_) => 2,
+            })
+            .sum()
+    }
+
+    fn binary_offer_pending(&self) -> bool {
+        self.wait_for_binary && self.negotiator.state(Side::Local, BINARY) == OptionState::WantYes
+    }
+
+    /// Stops deferring sends until the peer answers our BINARY offer, and encodes what was
+    /// deferred in the mode now in effect. For peers that may never answer (a raw TCP client
+    /// that does not speak telnet): the endpoint has no clock, so the application calls this
+    /// when its own deadline passes.
+    pub fn stop_waiting_for_binary(&mut self) {
+        self.wait_for_binary = false;
+        self.flush_deferred();
+    }
+
+    fn must_defer(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Encodes what was deferred, now that BINARY has settled one way or the other.
+    fn flush_deferred(&mut self) {
+        if self.deferred.is_empty() || self.binary_offer_pending() {
+            return;
+        }
+        let binary = self.negotiator.is_enabled(Side::Local, BINARY);
+        for item in std::mem::take(&mut self.deferred) {
+            match item {
+                Deferred::Data(data) => encode_data(&data, binary, &mut self.outbound),
+                Deferred::Command(command) => encode_command(command, &mut self.outbound),
+                Deferred::Subnegotiation(option, payload) => {
+                    encode_subnegotiation(option, &payload, &mut self.outbound)
+                }
+                Deferred::Raw(bytes) => self.outbound.extend_from_slice(&bytes),
+            }
+        }
     }
 
     /// Everything queued since the last call, as one write; `None` when nothing is queued.

@@ -533,3 +533,67 @@ proptest! {
         }
     }
 }
+
+/// Two endpoints: `a` offers BINARY, `b` accepts or refuses. Returns them with `a`'s offer
+/// delivered and `b`'s answer still in flight.
+fn offer_binary(b_accepts: bool) -> (Telnet, Telnet, Vec<u8>) {
+    let mut a = Telnet::new(TelnetConfig::default());
+    let policy = if b_accepts {
+        Policy::new().accept_remote(0)
+    } else {
+        Policy::new()
+    };
+    let mut b = Telnet::new(TelnetConfig {
+        policy,
+        ..TelnetConfig::default()
+    });
+    a.request(Side::Local, 0, true);
+    let mut offer = Vec::new();
+    pump(&mut a, &mut offer);
+    feed(&mut b, &offer, &mut Vec::new());
+    let mut answer = Vec::new();
+    pump(&mut b, &mut answer);
+    (a, b, answer)
+}
+
+#[test]
+fn data_sent_while_our_binary_offer_is_unanswered_arrives_exactly() {
+    for b_accepts in [true, false] {
+        let (mut a, mut b, answer) = offer_binary(b_accepts);
+        // The peer already decodes in its new mode; our data and a command cross its answer.
+        a.send_data(b"a\rb\xff");
+        a.send_command(Command::Nop);
+        a.send_subnegotiation(232, &[0x51]);
+        let mut early = Vec::new();
+        pump(&mut a, &mut early);
+        assert!(early.is_empty(), "sent before BINARY settled: {early:02x?}");
+        feed(&mut a, &answer, &mut Vec::new());
+        let mut late = Vec::new();
+        pump(&mut a, &mut late);
+        let mut events = Vec::new();
+        feed(&mut b, &late, &mut events);
+        assert_eq!(
+            events,
+            vec![
+                Owned::Data(b"a\rb\xff".to_vec()),
+                Owned::Command(Command::Nop),
+                Owned::Subnegotiation(232, vec![0x51]),
+            ],
+            "peer accepts BINARY: {b_accepts}"
+        );
+    }
+}
+
+#[test]
+fn an_application_can_stop_waiting_for_a_peer_that_never_answers() {
+    let mut a = Telnet::new(TelnetConfig::default());
+    a.request(Side::Local, 0, true);
+    a.poll_transmit();
+    a.send_data(b"menu\r\n");
+    assert_eq!(a.poll_transmit(), None);
+    assert_eq!(a.deferred_len(), 6);
+    a.stop_waiting_for_binary();
+    assert_eq!(a.poll_transmit().as_deref(), Some(&b"menu\r\n"[..]));
+    a.send_data(b"x\r");
+    assert_eq!(a.poll_transmit().as_deref(), Some(&b"x\r\0"[..]));
+}
