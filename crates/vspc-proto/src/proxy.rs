@@ -7,14 +7,12 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use vspc_telnet::comport::ComPortMessage;
-use vspc_telnet::{
-    option, Command as TelnetCommand, Policy, Side, Telnet, TelnetConfig, TelnetEvent,
-};
+use vspc_telnet::{option, Command as TelnetCommand, Policy, Side, Telnet, TelnetConfig};
 
 use crate::command::Command;
 use crate::identity::Identity;
 use crate::message::{Direction, Message, MessageError, VmotionKey, VMWARE_EXT};
-use crate::session::{share, ProtocolError, SendError, SessionId};
+use crate::session::{classify, Inbound, ProtocolError, SendError, SessionId};
 
 /// The KNOWN-SUBOPTIONS-2 list a [`ProxySession`] sends: every named command, in code order.
 /// It is the same on every connection and every time it is sent.
@@ -294,13 +292,6 @@ pub struct ProxySession {
     last_input: Option<Instant>,
 }
 
-enum Action {
-    None,
-    Message(Result<Message, MessageError>),
-    ComPort(Vec<u8>),
-    OptionChanged(Side, u8, bool),
-}
-
 impl ProxySession {
     /// A session for a new VM connection; the opening offers are queued for transmission.
     pub fn new(id: SessionId, config: ProxyConfig) -> Self {
@@ -366,51 +357,18 @@ impl ProxySession {
         self.last_input = Some(now);
         let mut rest = input;
         while let Some(event) = self.telnet.next_event(&mut rest) {
-            let action = match event {
-                TelnetEvent::Data(data) => {
-                    if !data.is_empty() {
-                        self.events.push_back(ProxyEvent::Data(share(shared, data)));
-                    }
-                    Action::None
-                }
-                TelnetEvent::Command(command) => {
-                    self.events.push_back(ProxyEvent::Command(command));
-                    Action::None
-                }
-                TelnetEvent::Subnegotiation { option, payload } => match option {
-                    VMWARE_EXT => Action::Message(Message::parse(payload)),
-                    option::COM_PORT if self.config.com_port == ComPortPolicy::Accept => {
-                        Action::ComPort(payload.to_vec())
-                    }
-                    option => {
-                        self.events.push_back(ProxyEvent::Error(
-                            ProtocolError::UnexpectedSubnegotiation { option },
-                        ));
-                        Action::None
-                    }
-                },
-                TelnetEvent::OptionChanged {
-                    side,
-                    option,
-                    enabled,
-                } => Action::OptionChanged(side, option, enabled),
-                TelnetEvent::Error(error) => {
-                    self.events
-                        .push_back(ProxyEvent::Error(ProtocolError::Telnet(error)));
-                    Action::None
-                }
+            let Some(inbound) =
+                classify(event, shared, self.config.com_port == ComPortPolicy::Accept)
+            else {
+                continue;
             };
-            match action {
-                Action::None => {}
-                Action::Message(message) => self.on_message(message),
-                Action::ComPort(payload) => {
-                    self.events
-                        .push_back(match ComPortMessage::parse(&payload) {
-                            Ok(message) => ProxyEvent::ComPort(message),
-                            Err(error) => ProxyEvent::Error(ProtocolError::ComPort(error)),
-                        });
-                }
-                Action::OptionChanged(side, option, enabled) => {
+            match inbound {
+                Inbound::Data(data) => self.events.push_back(ProxyEvent::Data(data)),
+                Inbound::Command(command) => self.events.push_back(ProxyEvent::Command(command)),
+                Inbound::Message(message) => self.on_message(message),
+                Inbound::ComPort(message) => self.events.push_back(ProxyEvent::ComPort(message)),
+                Inbound::Error(error) => self.events.push_back(ProxyEvent::Error(error)),
+                Inbound::OptionChanged(side, option, enabled) => {
                     if side == Side::Remote && option == VMWARE_EXT {
                         if enabled {
                             self.send_known_suboptions();

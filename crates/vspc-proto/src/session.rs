@@ -103,6 +103,52 @@ pub(crate) fn share(whole: Option<&Bytes>, part: &[u8]) -> Bytes {
     Bytes::copy_from_slice(part)
 }
 
+/// What one telnet event means on an option-232 connection, to either side.
+pub(crate) enum Inbound {
+    Data(Bytes),
+    Command(vspc_telnet::Command),
+    Message(Result<crate::message::Message, MessageError>),
+    ComPort(vspc_telnet::comport::ComPortMessage),
+    OptionChanged(vspc_telnet::Side, u8, bool),
+    Error(ProtocolError),
+}
+
+/// Classifies a telnet event (`None` for empty data). COM-PORT subnegotiations are parsed
+/// when `accept_com_port`, and reported as unexpected otherwise, like any other option's.
+pub(crate) fn classify(
+    event: vspc_telnet::TelnetEvent<'_>,
+    shared: Option<&Bytes>,
+    accept_com_port: bool,
+) -> Option<Inbound> {
+    use vspc_telnet::comport::ComPortMessage;
+    use vspc_telnet::{option, TelnetEvent};
+    Some(match event {
+        TelnetEvent::Data([]) => return None,
+        TelnetEvent::Data(data) => Inbound::Data(share(shared, data)),
+        TelnetEvent::Command(command) => Inbound::Command(command),
+        TelnetEvent::Subnegotiation {
+            option: crate::message::VMWARE_EXT,
+            payload,
+        } => Inbound::Message(crate::message::Message::parse(payload)),
+        TelnetEvent::Subnegotiation {
+            option: option::COM_PORT,
+            payload,
+        } if accept_com_port => match ComPortMessage::parse(payload) {
+            Ok(message) => Inbound::ComPort(message),
+            Err(error) => Inbound::Error(ProtocolError::ComPort(error)),
+        },
+        TelnetEvent::Subnegotiation { option, .. } => {
+            Inbound::Error(ProtocolError::UnexpectedSubnegotiation { option })
+        }
+        TelnetEvent::OptionChanged {
+            side,
+            option,
+            enabled,
+        } => Inbound::OptionChanged(side, option, enabled),
+        TelnetEvent::Error(error) => Inbound::Error(ProtocolError::Telnet(error)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,14 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vspc_telnet::comport::ComPortMessage;
-use vspc_telnet::{
-    option, Command as TelnetCommand, Policy, Side, Telnet, TelnetConfig, TelnetEvent,
-};
+use vspc_telnet::{option, Command as TelnetCommand, Policy, Side, Telnet, TelnetConfig};
 
 use crate::command::Command;
 use crate::identity::{Uuid, VmName, VmUuid};
 use crate::message::{Direction, Message, MessageError, VmotionKey, VMWARE_EXT};
-use crate::session::{deadline_after, share, ProtocolError};
+use crate::session::{classify, deadline_after, Inbound, ProtocolError};
 
 /// ESXi's KNOWN-SUBOPTIONS-1 list, in ESXi's (unsorted) order, as captured.
 pub const ESXI_KNOWN_SUBOPTIONS: [Command; 22] = [
@@ -180,13 +178,6 @@ pub struct VmSession {
     last_input: Instant,
 }
 
-enum Action {
-    None,
-    Message(Result<Message, MessageError>),
-    ComPort(Vec<u8>),
-    OptionChanged(Side, u8, bool),
-}
-
 impl VmSession {
     /// A new connection: `WILL AUTHENTICATION` is queued, as ESXi sends it on connect.
     pub fn new(now: Instant, config: VmConfig) -> Self {
@@ -231,49 +222,16 @@ impl VmSession {
         self.last_input = now;
         let mut rest = input;
         while let Some(event) = self.telnet.next_event(&mut rest) {
-            let action = match event {
-                TelnetEvent::Data(data) => {
-                    if !data.is_empty() {
-                        self.events.push_back(VmEvent::Data(share(shared, data)));
-                    }
-                    Action::None
-                }
-                TelnetEvent::Command(command) => {
-                    self.events.push_back(VmEvent::Command(command));
-                    Action::None
-                }
-                TelnetEvent::Subnegotiation { option, payload } => match option {
-                    VMWARE_EXT => Action::Message(Message::parse(payload)),
-                    option::COM_PORT => Action::ComPort(payload.to_vec()),
-                    option => {
-                        self.events.push_back(VmEvent::Error(
-                            ProtocolError::UnexpectedSubnegotiation { option },
-                        ));
-                        Action::None
-                    }
-                },
-                TelnetEvent::OptionChanged {
-                    side,
-                    option,
-                    enabled,
-                } => Action::OptionChanged(side, option, enabled),
-                TelnetEvent::Error(error) => {
-                    self.events
-                        .push_back(VmEvent::Error(ProtocolError::Telnet(error)));
-                    Action::None
-                }
+            let Some(inbound) = classify(event, shared, true) else {
+                continue;
             };
-            match action {
-                Action::None => {}
-                Action::Message(message) => self.on_message(message),
-                Action::ComPort(payload) => {
-                    self.events
-                        .push_back(match ComPortMessage::parse(&payload) {
-                            Ok(message) => VmEvent::ComPort(message),
-                            Err(error) => VmEvent::Error(ProtocolError::ComPort(error)),
-                        });
-                }
-                Action::OptionChanged(side, option, enabled) => {
+            match inbound {
+                Inbound::Data(data) => self.events.push_back(VmEvent::Data(data)),
+                Inbound::Command(command) => self.events.push_back(VmEvent::Command(command)),
+                Inbound::Message(message) => self.on_message(message),
+                Inbound::ComPort(message) => self.events.push_back(VmEvent::ComPort(message)),
+                Inbound::Error(error) => self.events.push_back(VmEvent::Error(error)),
+                Inbound::OptionChanged(side, option, enabled) => {
                     self.events.push_back(VmEvent::OptionChanged {
                         side,
                         option,
