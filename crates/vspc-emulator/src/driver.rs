@@ -115,6 +115,10 @@ pub struct Report {
     pub client_received: u64,
     /// vMotions completed.
     pub vmotions: u64,
+    /// VMs whose received client bytes differ from their configured
+    /// [`client_pattern`](crate::EmulatorConfig::client_pattern) (lost, reordered, duplicated
+    /// or altered bytes).
+    pub client_mismatches: u64,
     /// Connect failures, I/O errors and protocol errors.
     pub errors: u64,
 }
@@ -127,6 +131,7 @@ impl Report {
         self.serial_sent += other.serial_sent;
         self.client_received += other.client_received;
         self.vmotions += other.vmotions;
+        self.client_mismatches += other.client_mismatches;
         self.errors += other.errors;
     }
 }
@@ -142,6 +147,9 @@ enum Input {
     Closed(ConnId),
 }
 
+/// Reads (and connection results) queued between the socket tasks and the VM's loop.
+const READ_QUEUE: usize = 256;
+
 /// Clock reads live here only: the driver is the IO layer.
 #[allow(clippy::disallowed_methods)]
 fn now() -> Instant {
@@ -151,7 +159,9 @@ fn now() -> Instant {
 /// Runs one VM against `target` for `duration`: powers it on, drives it, powers it off.
 pub async fn run_vm(config: EmulatorConfig, target: Target, duration: Duration) -> Report {
     let mut vm = EmulatedVm::new(config);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+    // Bounded: a VM that falls behind stops reading its sockets, which is TCP's own
+    // backpressure toward the proxy.
+    let (tx, mut rx) = mpsc::channel::<Input>(READ_QUEUE);
     let mut writers: Vec<(ConnId, WriteHalf<Box<dyn Stream>>)> = Vec::new();
     let mut report = Report {
         vms: 1,
@@ -173,7 +183,7 @@ pub async fn run_vm(config: EmulatorConfig, target: Target, duration: Duration) 
                             }
                             Err(_) => Input::Failed(conn),
                         };
-                        let _ = connected.send(input);
+                        let _ = connected.send(input).await;
                     });
                     // Writes for a connection still connecting wait in the VM's order: park
                     // them by processing nothing more until it is connected or failed.
@@ -228,14 +238,19 @@ pub async fn run_vm(config: EmulatorConfig, target: Target, duration: Duration) 
     report.serial_sent = vm.serial_sent();
     report.client_received = vm.recorder().total();
     report.vmotions = vm.stats().vmotions_completed;
+    report.client_mismatches = u64::from(
+        vm.recorder()
+            .verifier()
+            .is_some_and(|verifier| verifier.first_error().is_some()),
+    );
     report
 }
 
 async fn wait_connected(
-    rx: &mut mpsc::UnboundedReceiver<Input>,
+    rx: &mut mpsc::Receiver<Input>,
     vm: &mut EmulatedVm,
     writers: &mut Vec<(ConnId, WriteHalf<Box<dyn Stream>>)>,
-    tx: &mpsc::UnboundedSender<Input>,
+    tx: &mpsc::Sender<Input>,
     report: &mut Report,
     conn: ConnId,
 ) -> bool {
@@ -254,7 +269,7 @@ fn handle(
     input: Input,
     vm: &mut EmulatedVm,
     writers: &mut Vec<(ConnId, WriteHalf<Box<dyn Stream>>)>,
-    tx: &mpsc::UnboundedSender<Input>,
+    tx: &mpsc::Sender<Input>,
     report: &mut Report,
 ) {
     match input {
@@ -267,11 +282,11 @@ fn handle(
                 loop {
                     match reader.read(&mut buf).await {
                         Ok(0) | Err(_) => {
-                            let _ = tx.send(Input::Closed(conn));
+                            let _ = tx.send(Input::Closed(conn)).await;
                             return;
                         }
                         Ok(n) => {
-                            if tx.send(Input::Read(conn, buf[..n].to_vec())).is_err() {
+                            if tx.send(Input::Read(conn, buf[..n].to_vec())).await.is_err() {
                                 return;
                             }
                         }
