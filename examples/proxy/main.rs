@@ -1,0 +1,165 @@
+//! The vSPC concentrator: VMs connect on 127.0.0.1:13370 (telnet) and optionally telnets;
+//! people and tools attach on 127.0.0.1:13371; `http://127.0.0.1:13372/vms` lists VMs and
+//! `/metrics` serves Prometheus metrics.
+//!
+//! ```text
+//! cargo run --example proxy -- --help
+//! ```
+#![forbid(unsafe_code)]
+
+#[path = "lib.rs"]
+mod proxy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use proxy::Config;
+
+/// Command-line flags; each overrides the configuration file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proxy",
+    about = "VMware virtual serial port concentrator (vSPC)"
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// VM telnet listener (repeatable; replaces the configured list).
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// VM telnets listener (repeatable; needs --cert and --key).
+    #[arg(long = "tls-listen", value_name = "ADDR")]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for telnets.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// PEM private key for telnets.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Client selection port.
+    #[arg(long, value_name = "ADDR")]
+    client_listen: Option<SocketAddr>,
+    /// Give each VM a sticky client port.
+    #[arg(long)]
+    sticky_ports: bool,
+    /// Admin (JSON + metrics) listener.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Disable the admin listener.
+    #[arg(long)]
+    no_admin: bool,
+    /// Directory of console logs (one file per VM port).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Console log file name scheme ({name}, {uuid}, {label}, {id}).
+    #[arg(long)]
+    log_name: Option<String>,
+    /// keepIdle model for TCP keepalive on VM connections, in seconds.
+    #[arg(long)]
+    keep_idle: Option<u32>,
+    /// Refuse every vMotion (NOTNOW).
+    #[arg(long)]
+    no_vmotion: bool,
+    /// vMotion expiry in milliseconds.
+    #[arg(long)]
+    vmotion_timeout_ms: Option<u64>,
+    /// Log filter (tracing EnvFilter syntax; RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+impl Cli {
+    fn into_config(self) -> Result<Config, proxy::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            config.vm.listen = self.listen;
+        }
+        if !self.tls_listen.is_empty() {
+            config.vm.tls_listen = self.tls_listen;
+        }
+        config.vm.tls_cert = self.cert.or(config.vm.tls_cert);
+        config.vm.tls_key = self.key.or(config.vm.tls_key);
+        if let Some(addr) = self.client_listen {
+            config.client.listen = addr;
+        }
+        config.client.sticky_ports |= self.sticky_ports;
+        if let Some(addr) = self.admin_listen {
+            config.admin.listen = Some(addr);
+        }
+        if self.no_admin {
+            config.admin.listen = None;
+        }
+        if self.log_dir.is_some() {
+            config.log.dir = self.log_dir;
+        }
+        if let Some(name) = self.log_name {
+            config.log.name = name;
+        }
+        if let Some(secs) = self.keep_idle {
+            config.vm.keep_idle_secs = secs;
+        }
+        if self.no_vmotion {
+            config.vmotion.allow = false;
+        }
+        if let Some(ms) = self.vmotion_timeout_ms {
+            config.vmotion.timeout_ms = ms;
+        }
+        Ok(config)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let (reopen_tx, reopen_rx) = tokio::sync::mpsc::channel(4);
+    let shutdown = async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await;
+                    return;
+                }
+            };
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM"); return; }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT"); return; }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reopening console logs");
+                    let _ = reopen_tx.try_send(());
+                }
+            }
+        }
+    };
+    match proxy::run(config, shutdown, reopen_rx).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! One task pair per VM connection: the reader feeds the hub, the writer drains the session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tracing::Instrument;
+use vspc_backing::KeepIdle;
+
+use super::hub::VmTx;
+use super::Shared;
+
+/// Read size: a VM sends little at a time; 16 KiB covers a burst in one read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// TCP keepalive after ESXi's keepIdle model: idle `keepIdle`, then 5 probes every
+/// keepIdle/100, so a vanished host is noticed within keepIdle x 1.05, as ESXi notices us.
+pub(crate) fn set_keepalive(stream: &tokio::net::TcpStream, keep_idle_secs: u32) {
+    let keep_idle = KeepIdle::from_secs(keep_idle_secs);
+    let interval = keep_idle.probe_interval().max(Duration::from_secs(1));
+    let params = socket2::TcpKeepalive::new()
+        .with_time(keep_idle.idle())
+        .with_interval(interval);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let params = params.with_retries(KeepIdle::PROBES);
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
+        tracing::warn!(%error, "cannot set TCP keepalive on a VM connection");
+    }
+    let _ = stream.set_nodelay(true);
+}
+
+/// Serves one VM connection (plain or TLS) until it closes.
+pub(crate) async fn serve_vm<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, tls: bool)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let wake = Arc::new(Notify::new());
+    let registered = shared.lock().register_vm_conn(peer, tls, wake.clone());
+    let sid = match registered {
+        Ok(sid) => sid,
+        Err(refused) => {
+            tracing::warn!(%peer, %refused, "VM connection refused");
+            return;
+        }
+    };
+    let span = tracing::info_span!("vm", session = sid.0, %peer, tls);
+    async move {
+        tracing::info!("VM connected");
+        let (mut reader, writer) = tokio::io::split(stream);
+        let writer_task =
+            tokio::spawn(vm_writer(shared.clone(), sid, writer, wake.clone()).in_current_span());
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut stop = shared.stop.subscribe();
+        let mut stopping = false;
+        loop {
+            buf.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                read = reader.read_buf(&mut buf) => read,
+                _ = stop.wait_for(|stop| *stop) => {
+                    stopping = true;
+                    break;
+                }
+            };
+            match read {
+                Ok(0) => break,
+                Ok(_) => {
+                    let bytes = buf.split().freeze();
+                    shared.lock().vm_input(Instant::now(), sid, &bytes);
+                }
+                Err(error) => {
+                    tracing::info!(%error, "VM connection read failed");
+                    break;
+                }
+            }
+        }
+        if stopping {
+            // Shutdown: the writer sends what is queued, then closes (bounded wait).
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
+        } else {
+            // The peer is gone: nothing more can be written to it.
+            writer_task.abort();
+        }
+        shared.lock().vm_closed(Instant::now(), sid);
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn vm_writer<W>(
+    shared: Arc<Shared>,
+    sid: vspc_proto::SessionId,
+    mut writer: W,
+    wake: Arc<Notify>,
+) where
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let next = shared.lock().take_vm_transmit(sid);
+        match next {
+            VmTx::Write(bytes) => {
+                if let Err(error) = writer.write_all(&bytes).await {
+                    tracing::info!(%error, "VM connection write failed");
+                    return;
+                }
+            }
+            VmTx::Close => {
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return;
+            }
+            VmTx::Idle => {
+                if writer.flush().await.is_err() {
+                    return;
+                }
+                wake.notified().await;
+            }
+        }
+    }
+}

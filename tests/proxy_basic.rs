@@ -1,0 +1,210 @@
+//! The concentrator (examples/proxy) over real loopback sockets: emulated VMs connect and
+//! identify, clients select them and see their output byte for byte, type to them, and the
+//! access modes and output bounds are enforced.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "../examples/proxy/lib.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod proxy;
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proxy::{Config, Proxy};
+use support::*;
+use vspc_emulator::{EmulatorConfig, VmIdentity};
+
+async fn start(config: Config) -> Proxy {
+    Proxy::start(config).await.expect("proxy starts")
+}
+
+fn vm_config(n: u64, service_uri: &'static str) -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
+    config.port.service_uri = Bytes::from_static(service_uri.as_bytes());
+    config.port.com_port_delay = None;
+    config.max_recorded = 1 << 20;
+    config
+}
+
+async fn identified(proxy: &Proxy, name: &str) {
+    wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
+}
+
+#[tokio::test]
+async fn output_reaches_clients_and_input_reaches_the_vm_exactly() {
+    let proxy = start(Config::ephemeral()).await;
+    let vm = TestVm::start(vm_config(1, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00001").await;
+
+    // Output before anyone attached is scrollback.
+    let early: &[u8] = b"boot\r\nline two\n\xff\x00\x11 bare cr\r";
+    vm.with(|vm, _| vm.send_serial(early)).unwrap();
+    wait_snapshot(
+        "early output",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["bytes_from_vm"] == early.len(),
+    )
+    .await;
+
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.expect(b"vm-00001").await;
+    client.expect(b"ro or excl: ").await;
+    let after = client.select("vm-00001").await;
+    assert!(after.len() <= early.len());
+    client.expect_exact(early).await;
+
+    let live: &[u8] = b"login: \xff\xfe\r\n";
+    vm.with(|vm, _| vm.send_serial(live)).unwrap();
+    client.expect_exact(live).await;
+
+    let typed: &[u8] = b"root\r\npass\xff\x00word\r";
+    client.send(typed).await;
+    vm.wait_received(typed).await;
+
+    // A second client by UUID sees the same live output.
+    let uuid = VmIdentity::numbered(1).vc_uuid.to_canonical();
+    let mut second = TestClient::connect(proxy.client_addr).await;
+    let replay = second.select(&format!("connect {uuid}")).await;
+    drop(replay);
+    second.drain(Duration::from_millis(50)).await;
+    second.data.clear();
+    vm.with(|vm, _| vm.send_serial(b"both\r\n")).unwrap();
+    client.expect_exact(b"both\r\n").await;
+    second.expect_exact(b"both\r\n").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_only_cannot_write_and_exclusive_excludes_writers() {
+    let proxy = start(Config::ephemeral()).await;
+    let vm = TestVm::start(vm_config(2, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00002").await;
+
+    // First-line command, typed before the menu is read.
+    let mut owner = TestClient::connect(proxy.client_addr).await;
+    owner.select("connect vm-00002 excl").await;
+
+    let mut writer = TestClient::connect(proxy.client_addr).await;
+    writer.send(b"vm-00002\r\n").await;
+    writer.expect(b"held exclusively").await;
+    let mut second_excl = TestClient::connect(proxy.client_addr).await;
+    second_excl.send(b"vm-00002 excl\r\n").await;
+    second_excl.expect(b"held exclusively").await;
+
+    let mut watcher = TestClient::connect(proxy.client_addr).await;
+    watcher.select("vm-00002 ro").await;
+    watcher.send(b"ignored").await;
+    owner.send(b"mine").await;
+    vm.wait_received(b"mine").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        vm.received(),
+        b"mine",
+        "the read-only client's bytes reached the VM"
+    );
+
+    // Output still reaches both.
+    vm.with(|vm, _| vm.send_serial(b"out")).unwrap();
+    owner.expect(b"out").await;
+    watcher.expect(b"out").await;
+
+    // Exclusive refused while a writer is attached; free once the holder leaves.
+    drop(owner);
+    wait_snapshot(
+        "exclusive released",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["exclusive"].is_null(),
+    )
+    .await;
+    writer.select("vm-00002").await;
+    let mut late_excl = TestClient::connect(proxy.client_addr).await;
+    late_excl.send(b"vm-00002 excl\r\n").await;
+    late_excl
+        .expect(b"writer(s) attached; exclusive access refused")
+        .await;
+    writer.send(b"!").await;
+    vm.wait_received(b"mine!").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_ports_of_one_vm_stay_apart() {
+    let proxy = start(Config::ephemeral()).await;
+    let com1 = TestVm::start(
+        vm_config(3, "vSPC.py?port=com1"),
+        Target::plain(proxy.vm_addrs[0]),
+    );
+    let com2 = TestVm::start(
+        vm_config(3, "vSPC.py?port=com2"),
+        Target::plain(proxy.vm_addrs[0]),
+    );
+    wait_snapshot(
+        "two ports",
+        || proxy.snapshot(),
+        |s| vms(s).iter().filter(|v| v["state"] == "connected").count() == 2,
+    )
+    .await;
+    let snapshot = proxy.snapshot();
+    assert!(
+        vms(&snapshot).iter().all(|v| v["flagged"].is_null()),
+        "ports of one VM are not impostors: {snapshot:#}"
+    );
+
+    let mut ambiguous = TestClient::connect(proxy.client_addr).await;
+    ambiguous.send(b"vm-00003\r\n").await;
+    ambiguous.expect(b"ambiguous").await;
+
+    let mut c2 = TestClient::connect(proxy.client_addr).await;
+    c2.select("vm-00003/com2").await;
+    com1.with(|vm, _| vm.send_serial(b"one")).unwrap();
+    com2.with(|vm, _| vm.send_serial(b"two")).unwrap();
+    c2.expect_exact(b"two").await;
+    c2.send(b"to-two").await;
+    com2.wait_received(b"to-two").await;
+    assert!(com1.received().is_empty());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_dropped_without_stalling_the_vm_or_others() {
+    let mut config = Config::ephemeral();
+    config.client.output_budget = 64 * 1024;
+    config.client.scrollback = 0;
+    let proxy = start(config).await;
+    let vm = TestVm::start(vm_config(4, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00004").await;
+
+    // The slow client attaches, then never reads again; a tiny receive buffer makes the
+    // kernel absorb little of it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(proxy.client_addr).await.unwrap();
+    let mut slow = TestClient::from_stream(stream);
+    slow.select("vm-00004").await;
+    let mut fast = TestClient::connect(proxy.client_addr).await;
+    fast.select("vm-00004").await;
+
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut expected = Vec::new();
+    for _ in 0..96 {
+        vm.with(|vm, _| vm.send_serial(&chunk)).unwrap();
+        expected.extend_from_slice(&chunk);
+        // The fast client keeps up; the VM is never stalled.
+        fast.drain(Duration::from_millis(1)).await;
+    }
+    fast.expect_exact(&expected).await;
+    let metrics = wait_snapshot(
+        "slow client dropped",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["clients"].as_array().map(Vec::len) == Some(1),
+    )
+    .await;
+    assert_eq!(vms(&metrics)[0]["bytes_from_vm"], expected.len());
+    // The goodbye is best effort (a client that stopped reading may never get it); the
+    // close is not.
+    slow.expect_closed().await;
+    let text = proxy.snapshot();
+    assert!(vms(&text)[0]["clients"].as_array().unwrap().len() == 1);
+    proxy.shutdown().await;
+}
