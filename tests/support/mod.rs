@@ -273,6 +273,7 @@ pub struct TestClient {
     telnet: Telnet,
     /// Decoded data received so far.
     pub data: Vec<u8>,
+    consumed: Vec<u8>,
     pub closed: bool,
 }
 
@@ -297,6 +298,7 @@ impl TestClient {
                 ..TelnetConfig::default()
             }),
             data: Vec::new(),
+            consumed: Vec::new(),
             closed: false,
         }
     }
@@ -325,12 +327,18 @@ impl TestClient {
         }
     }
 
+    /// What `expect` consumed last (up to and including its needle).
+    pub fn menu_seen(&self) -> Vec<u8> {
+        self.consumed.clone()
+    }
+
     /// Reads until the data contains `needle`; returns the data after it and keeps only that.
     pub async fn expect(&mut self, needle: &[u8]) -> Vec<u8> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(at) = find(&self.data, needle) {
                 let rest = self.data.split_off(at + needle.len());
+                self.consumed = std::mem::take(&mut self.data);
                 self.data = rest.clone();
                 return rest;
             }
