@@ -208,3 +208,50 @@ async fn a_slow_client_is_dropped_without_stalling_the_vm_or_others() {
     assert!(vms(&text)[0]["clients"].as_array().unwrap().len() == 1);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sticky_port_attaches_directly_and_outlives_the_vm_connection() {
+    let mut config = Config::ephemeral();
+    config.client.sticky_ports = true;
+    let proxy = start(config).await;
+    let vm = TestVm::start(vm_config(5, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00005").await;
+    wait_snapshot(
+        "sticky port",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["sticky_port"].is_string(),
+    )
+    .await;
+    let sticky = proxy.sticky_addr("vm-00005").unwrap();
+    vm.with(|vm, _| vm.send_serial(b"kept\r\n")).unwrap();
+    let mut client = TestClient::connect(sticky).await;
+    client
+        .expect(b"[vspc: attached to vm-00005 (rw)]\r\n")
+        .await;
+    client.expect_exact(b"kept\r\n").await;
+
+    // The VM's port is disconnected; its entry, scrollback and sticky port stay (linger).
+    vm.with(|vm, now| vm.set_connected(now, false)).unwrap();
+    wait_snapshot(
+        "disconnected",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["state"] == "disconnected",
+    )
+    .await;
+    let mut late = TestClient::connect(sticky).await;
+    late.expect(b"[vspc: attached to vm-00005 (rw)]\r\n").await;
+    late.expect_exact(b"kept\r\n").await;
+    // And it comes back to the same entry and port.
+    vm.with(|vm, now| vm.set_connected(now, true)).unwrap();
+    wait_snapshot(
+        "back",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["state"] == "connected" && vms(s)[0]["connections"] == 2,
+    )
+    .await;
+    assert_eq!(proxy.sticky_addr("vm-00005"), Some(sticky));
+    vm.with(|vm, _| vm.send_serial(b"back")).unwrap();
+    client.expect_exact(b"back").await;
+    late.expect_exact(b"back").await;
+    proxy.shutdown().await;
+}
