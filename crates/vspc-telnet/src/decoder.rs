@@ -176,6 +176,45 @@ impl Decoder {
     /// change, say) before the following bytes are decoded.
     #[inline(always)]
     pub(crate) fn step(&mut self, input: &[u8]) -> (usize, Option<Step>) {
+        // The common case on a VM connection, a data run in binary mode, without the
+        // general loop: the state machine below handles everything else.
+        if self.state == State::Data && self.binary {
+            match find_iac(input) {
+                None if input.is_empty() => return (0, None),
+                None => return (input.len(), Some(Step::Data(0, input.len()))),
+                Some(0) => {}
+                Some(at) if input.get(at + 1) == Some(&IAC) => {
+                    return (at + 2, Some(Step::Data(0, at + 1)));
+                }
+                Some(at) => {
+                    self.state = State::Iac;
+                    return (at + 1, Some(Step::Data(0, at)));
+                }
+            }
+        }
+        // Right after a data run: a two-byte command, or a subnegotiation that arrived whole.
+        if self.state == State::Iac {
+            match input {
+                [SB, option, payload @ ..] => {
+                    if let Some(end) = find_iac(payload) {
+                        if payload.get(end + 1) == Some(&SE) && end <= self.max_subnegotiation {
+                            self.state = State::Data;
+                            return (
+                                end + 4,
+                                Some(Step::SubnegotiationInInput(*option, 2, end + 2)),
+                            );
+                        }
+                    }
+                }
+                [code, ..] => {
+                    if let Some(command) = Command::from_code(*code) {
+                        self.state = State::Data;
+                        return (1, Some(Step::Command(command)));
+                    }
+                }
+                [] => return (0, None),
+            }
+        }
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
