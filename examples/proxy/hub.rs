@@ -804,19 +804,26 @@ impl Hub {
 
     /// The selection menu.
     pub(crate) fn menu(&self) -> String {
-        let mut text = format!("\r\nvspc: {} VM port(s)\r\n", self.vms.len());
+        // Fits an 80-column terminal: number, name/label, UUID, state, clients.
+        let mut text = format!(
+            "\r\nvspc: {} VM port(s)\r\n  # {:<24} {:<36} {:<6} clients\r\n",
+            self.vms.len(),
+            "name/label",
+            "VC UUID",
+            "state"
+        );
         for entry in self.vms.values() {
             let state = match entry.state {
-                VmState::Connected => "connected",
-                VmState::Migrating => "migrating",
-                VmState::Disconnected { .. } => "disconnected",
+                VmState::Connected => "up",
+                VmState::Migrating => "moving",
+                VmState::Disconnected { .. } => "away",
             };
+            let name = format!("{}/{}", entry.name, entry.label);
             text.push_str(&format!(
-                "  {:>3}  {:<20} {}  {:<16} {} {} client(s){}\r\n",
+                "{:>3} {:<24.24} {:<36} {:<6} {}{}\r\n",
                 entry.id,
-                entry.name,
+                name,
                 entry.key.uuid,
-                entry.label,
                 state,
                 entry.clients.len(),
                 if entry.flagged.is_some() {
@@ -826,7 +833,7 @@ impl Hub {
                 }
             ));
         }
-        text.push_str("select a VM by number, name or UUID (name/label for one port), then optionally ro or excl: ");
+        text.push_str("select by number, name[/label] or UUID, then optionally ro or excl: ");
         text
     }
 

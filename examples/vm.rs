@@ -1,6 +1,6 @@
 //! Emulated VMs pointed at a proxy: `vm [proxy URI] [count] [seconds] [--ca cert.pem]`.
 //!
-//! `cargo run -p vspc-emulator --features tokio --example vm -- telnet://127.0.0.1:13370 10`
+//! `cargo run --example vm -- telnet://127.0.0.1:13370 10`
 //! runs ten VMs (`vm-00000`...) for 10 s, each sending a numbered console line every 100 ms,
 //! and prints what happened.
 
