@@ -120,3 +120,41 @@ async fn vm_writer<W>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel holds what ESXi's keepIdle model asks: idle keepIdle, then 5 probes every
+    /// keepIdle/100 (whole seconds, at least 1), so a dead host is found by keepIdle * 1.05.
+    #[tokio::test]
+    async fn vm_sockets_carry_the_keep_idle_model() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        for (keep_idle, interval) in [(300, 3), (1000, 10), (60, 1)] {
+            set_keepalive(&accepted, keep_idle);
+            let socket = socket2::SockRef::from(&accepted);
+            assert!(socket.keepalive().unwrap());
+            assert_eq!(
+                socket.keepalive_time().unwrap(),
+                Duration::from_secs(keep_idle.into())
+            );
+            assert_eq!(
+                socket.keepalive_interval().unwrap(),
+                Duration::from_secs(interval)
+            );
+            assert_eq!(socket.keepalive_retries().unwrap(), 5);
+        }
+        set_keepalive(&accepted, 300);
+        let socket = socket2::SockRef::from(&accepted);
+        let bound = socket.keepalive_time().unwrap()
+            + socket.keepalive_interval().unwrap() * socket.keepalive_retries().unwrap();
+        assert_eq!(
+            bound,
+            Duration::from_secs(315),
+            "ESXi's default detection bound"
+        );
+    }
+}
