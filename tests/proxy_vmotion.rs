@@ -237,6 +237,39 @@ async fn a_reconnect_keeps_clients_log_and_scrollback() {
 }
 
 #[tokio::test]
+async fn input_typed_while_the_vm_is_away_reaches_it_when_it_returns() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let vm = TestVm::start(vm_config(21), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00021").await;
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.select("vm-00021").await;
+    client.send(b"one ").await;
+    vm.wait_received(b"one ").await;
+
+    // ReconfigVM_Task with connected=false: the port goes away; the client keeps typing.
+    vm.with(|vm, now| vm.set_connected(now, false)).unwrap();
+    wait_snapshot(
+        "VM away",
+        || proxy.snapshot(),
+        |s| vms(s).len() == 1 && vms(s)[0]["state"] == "disconnected",
+    )
+    .await;
+    client.send(b"two\xff\r three").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(vm.received(), b"one ");
+
+    // connected=true: the same identity returns and gets what was typed, exactly once.
+    vm.with(|vm, now| vm.set_connected(now, true)).unwrap();
+    vm.wait_received(b"one two\xff\r three").await;
+    client.send(b" four").await;
+    vm.wait_received(b"one two\xff\r three four").await;
+    assert_eq!(vm.received(), b"one two\xff\r three four");
+    let snapshot = proxy.snapshot();
+    assert_eq!(vms(&snapshot)[0]["connections"], 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_concurrent_impostor_gets_nothing_of_the_original() {
     let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
     let original = TestVm::start(vm_config(21), Target::plain(proxy.vm_addrs[0]));

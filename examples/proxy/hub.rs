@@ -955,9 +955,14 @@ impl Hub {
             self.metrics.client_bytes_discarded += data.len() as u64;
             return InputResult::Discarded;
         };
-        let Some(mut sid) = self.vms.get(&vm).and_then(|e| e.active) else {
+        let Some(entry) = self.vms.get(&vm) else {
             self.metrics.client_bytes_discarded += data.len() as u64;
             return InputResult::Discarded;
+        };
+        // The VM is away (reconnecting, or its host restarting the port): the client's input
+        // waits in its own socket, as under backpressure, and reaches the VM when it returns.
+        let Some(mut sid) = entry.active else {
+            return InputResult::Backpressure;
         };
         for _ in 0..4 {
             let Some(conn) = self.conns.get_mut(&sid) else {
