@@ -248,7 +248,14 @@ pub(crate) fn check(input: &[u8]) {
                             source_of_vmotion,
                             "{outcome:?} moved the VM"
                         );
-                        assert_eq!(lab.current(), source_of_vmotion, "{outcome:?}: proxy");
+                        // The proxy may not have identified the VM yet (a slow reader still
+                        // in its handshake is refused as unidentified), but it never points
+                        // anywhere but the source.
+                        let proxy = lab.current();
+                        assert!(
+                            proxy.is_none() || proxy == source_of_vmotion,
+                            "{outcome:?}: proxy on {proxy:?}, source {source_of_vmotion:?}"
+                        );
                     }
                     VmotionOutcome::Completed { to, .. } => {
                         assert_ne!(Some(*to), source_of_vmotion);
