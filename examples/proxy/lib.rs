@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -260,11 +260,12 @@ pub(crate) async fn run(
     Ok(())
 }
 
-async fn accept_vms(
-    shared: Arc<Shared>,
+/// Accepts connections on `listener` until shutdown, handing each to `serve`.
+async fn accept_loop(
+    shared: &Shared,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    keep_idle_secs: u32,
+    what: &'static str,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
 ) {
     let mut stop = shared.stop.subscribe();
     loop {
@@ -272,15 +273,24 @@ async fn accept_vms(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, peer)) => serve(stream, peer),
             Err(error) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed (VM listener)");
+                tracing::warn!(%error, listener = what, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
+        }
+    }
+}
+
+async fn accept_vms(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    keep_idle_secs: u32,
+) {
+    accept_loop(&shared, listener, "VM", |stream, peer| {
         vm_conn::set_keepalive(&stream, keep_idle_secs);
         let shared = shared.clone();
         match &tls {
@@ -301,45 +311,22 @@ async fn accept_vms(
                 });
             }
         }
-    }
+    })
+    .await;
 }
 
 async fn accept_clients(shared: Arc<Shared>, listener: TcpListener, sticky: Option<VmId>) {
-    let mut stop = shared.stop.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(client::serve_client(shared.clone(), stream, peer, sticky));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed (client listener)");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept_loop(&shared, listener, "client", |stream, peer| {
+        tokio::spawn(client::serve_client(shared.clone(), stream, peer, sticky));
+    })
+    .await;
 }
 
 async fn accept_admin(shared: Arc<Shared>, listener: TcpListener) {
-    let mut stop = shared.stop.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(admin::serve_admin(shared.clone(), stream));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed (admin listener)");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept_loop(&shared, listener, "admin", |stream, _| {
+        tokio::spawn(admin::serve_admin(shared.clone(), stream));
+    })
+    .await;
 }
 
 /// Binds a sticky port for each new VM entry; the port lives as long as the entry (which
