@@ -19,22 +19,17 @@ async fn start(config: Config) -> Proxy {
     Proxy::start(config).await.expect("proxy starts")
 }
 
-fn vm_config(n: u64, service_uri: &'static str) -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
+/// A test VM whose port sends `service_uri` in DO-PROXY.
+fn port_config(n: u64, service_uri: &'static str) -> EmulatorConfig {
+    let mut config = vm_config(n);
     config.port.service_uri = Bytes::from_static(service_uri.as_bytes());
-    config.port.com_port_delay = None;
-    config.max_recorded = 1 << 20;
     config
-}
-
-async fn identified(proxy: &Proxy, name: &str) {
-    wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
 }
 
 #[tokio::test]
 async fn output_reaches_clients_and_input_reaches_the_vm_exactly() {
     let proxy = start(Config::ephemeral()).await;
-    let vm = TestVm::start(vm_config(1, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    let vm = TestVm::start(port_config(1, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
     identified(&proxy, "vm-00001").await;
 
     // Output before anyone attached is scrollback.
@@ -78,7 +73,7 @@ async fn output_reaches_clients_and_input_reaches_the_vm_exactly() {
 #[tokio::test]
 async fn read_only_cannot_write_and_exclusive_excludes_writers() {
     let proxy = start(Config::ephemeral()).await;
-    let vm = TestVm::start(vm_config(2, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    let vm = TestVm::start(port_config(2, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
     identified(&proxy, "vm-00002").await;
 
     // First-line command, typed before the menu is read.
@@ -132,11 +127,11 @@ async fn read_only_cannot_write_and_exclusive_excludes_writers() {
 async fn two_ports_of_one_vm_stay_apart() {
     let proxy = start(Config::ephemeral()).await;
     let com1 = TestVm::start(
-        vm_config(3, "vSPC.py?port=com1"),
+        port_config(3, "vSPC.py?port=com1"),
         Target::plain(proxy.vm_addrs[0]),
     );
     let com2 = TestVm::start(
-        vm_config(3, "vSPC.py?port=com2"),
+        port_config(3, "vSPC.py?port=com2"),
         Target::plain(proxy.vm_addrs[0]),
     );
     wait_snapshot(
@@ -172,7 +167,7 @@ async fn a_slow_client_is_dropped_without_stalling_the_vm_or_others() {
     config.client.output_budget = 64 * 1024;
     config.client.scrollback = 0;
     let proxy = start(config).await;
-    let vm = TestVm::start(vm_config(4, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    let vm = TestVm::start(port_config(4, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
     identified(&proxy, "vm-00004").await;
 
     // The slow client attaches, then never reads again; a tiny receive buffer makes the
@@ -214,7 +209,7 @@ async fn a_sticky_port_attaches_directly_and_outlives_the_vm_connection() {
     let mut config = Config::ephemeral();
     config.client.sticky_ports = true;
     let proxy = start(config).await;
-    let vm = TestVm::start(vm_config(5, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    let vm = TestVm::start(port_config(5, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
     identified(&proxy, "vm-00005").await;
     wait_snapshot(
         "sticky port",

@@ -18,18 +18,7 @@ use bytes::Bytes;
 use proxy::{Config, Proxy};
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use vspc_emulator::{EmulatorConfig, Fault, Segmentation, VmIdentity};
-
-fn vm_config(n: u64) -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
-    config.port.com_port_delay = None;
-    config.max_recorded = 1 << 20;
-    config
-}
-
-async fn identified(proxy: &Proxy, name: &str) {
-    wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
-}
+use vspc_emulator::{Fault, Segmentation, VmIdentity};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vspc-proxy-{tag}-{}", std::process::id()));

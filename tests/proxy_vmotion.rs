@@ -13,19 +13,8 @@ use bytes::Bytes;
 use proxy::{Config, Proxy};
 use support::*;
 use vspc_emulator::{
-    AbortReason, EmulatorConfig, EmulatorEvent, FinOrder, VmIdentity, VmotionOutcome, VmotionPlan,
+    AbortReason, EmulatorConfig, EmulatorEvent, FinOrder, VmotionOutcome, VmotionPlan,
 };
-
-fn vm_config(n: u64) -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
-    config.port.com_port_delay = None;
-    config.max_recorded = 1 << 20;
-    config
-}
-
-async fn identified(proxy: &Proxy, name: &str) {
-    wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
-}
 
 fn outcome(vm: &TestVm) -> Option<VmotionOutcome> {
     vm.seen(|s| {

@@ -17,6 +17,20 @@ use vspc_emulator::{ConnId, EmulatedVm, EmulatorConfig, EmulatorEvent, Transmit}
 use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
 
 /// Every wait in the tests is bounded by this.
+/// A test VM: numbered identity (`vm-0000n`), no COM-PORT offer, a large record of what its
+/// clients send.
+pub fn vm_config(n: u64) -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(vspc_emulator::VmIdentity::numbered(n));
+    config.port.com_port_delay = None;
+    config.max_recorded = 1 << 20;
+    config
+}
+
+/// Waits (bounded) until the proxy lists a VM named `name`.
+pub async fn identified(proxy: &crate::proxy::Proxy, name: &str) {
+    wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
+}
+
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Where emulated VMs connect.
