@@ -70,7 +70,13 @@ pub(crate) async fn serve_client(
         let (reader, writer) = stream.into_split();
         let writer_task =
             tokio::spawn(client_writer(shared.clone(), cid, writer, wake, kill).in_current_span());
+        let mut writer_task = writer_task;
         client_reader(&shared, cid, reader, sticky).await;
+        // A client being dropped (shutdown, too slow) has a goodbye in flight: let the writer
+        // deliver it before the registration, which holds it, goes away.
+        if shared.lock().is_closing(cid) {
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, &mut writer_task).await;
+        }
         shared.lock().client_closed(cid);
         let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, writer_task).await;
         tracing::info!("client closed");

@@ -794,6 +794,13 @@ impl Hub {
         ClientTx::Write(out)
     }
 
+    /// Whether the client is being dropped with a goodbye message not yet written.
+    pub(crate) fn is_closing(&self, cid: ClientId) -> bool {
+        self.clients
+            .get(&cid)
+            .is_some_and(|client| client.closing.is_some())
+    }
+
     pub(crate) fn client_closed(&mut self, cid: ClientId) {
         if let Some(client) = self.clients.remove(&cid) {
             client.wake.notify_one();
