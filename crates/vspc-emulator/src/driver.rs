@@ -78,7 +78,7 @@ impl Target {
         rustls_pemfile::certs(&mut reader).collect()
     }
 
-    async fn connect(&self) -> io::Result<Box<dyn Stream>> {
+    async fn connect(&self, keep_idle: Duration) -> io::Result<Box<dyn Stream>> {
         let _permit = self
             .connect_limit
             .acquire()
@@ -86,6 +86,7 @@ impl Target {
             .map_err(|_| io::Error::other("connect limiter closed"))?;
         let tcp = TcpStream::connect((self.uri.host.as_str(), self.uri.port)).await?;
         tcp.set_nodelay(true)?;
+        set_keepalive(&tcp, keep_idle)?;
         match self.uri.scheme {
             Scheme::Telnet => Ok(Box::new(tcp)),
             Scheme::Telnets => {
@@ -98,6 +99,19 @@ impl Target {
             }
         }
     }
+}
+
+/// ESXi's keepalive on its connection to the proxy: idle `keepIdle`, then 5 probes every
+/// keepIdle/100 (whole seconds, at least one), so a vanished proxy is given up on after about
+/// keepIdle x 1.05.
+fn set_keepalive(tcp: &TcpStream, keep_idle: Duration) -> io::Result<()> {
+    let interval = (keep_idle / 100).max(Duration::from_secs(1));
+    let params = socket2::TcpKeepalive::new()
+        .with_time(keep_idle)
+        .with_interval(interval);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let params = params.with_retries(5);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&params)
 }
 
 /// What one VM (or a fleet, summed) did.
@@ -167,6 +181,7 @@ pub async fn run_vm(config: EmulatorConfig, target: Target, duration: Duration) 
         vms: 1,
         ..Report::default()
     };
+    let keep_idle = vm.config().port.keep_idle;
     let end = now() + duration;
     vm.power_on(now());
     loop {
@@ -176,7 +191,7 @@ pub async fn run_vm(config: EmulatorConfig, target: Target, duration: Duration) 
                     let target = target.clone();
                     let connected = tx.clone();
                     tokio::spawn(async move {
-                        let input = match target.connect().await {
+                        let input = match target.connect(keep_idle).await {
                             Ok(stream) => {
                                 let (read, write) = tokio::io::split(stream);
                                 Input::Connected(conn, write, read)
@@ -326,4 +341,23 @@ pub async fn run_fleet(
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_carry_esxi_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        set_keepalive(&tcp, Duration::from_secs(300)).unwrap();
+        let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(300));
+        assert_eq!(socket.keepalive_interval().unwrap(), Duration::from_secs(3));
+        assert_eq!(socket.keepalive_retries().unwrap(), 5);
+    }
 }
