@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proxy::{Config, Proxy};
 use support::*;
-use vspc_emulator::{EmulatorConfig, VmIdentity};
+use vspc_emulator::{EmulatorConfig, EmulatorEvent, VmIdentity};
 
 async fn start(config: Config) -> Proxy {
     Proxy::start(config).await.expect("proxy starts")
@@ -248,5 +248,42 @@ async fn a_sticky_port_attaches_directly_and_outlives_the_vm_connection() {
     vm.with(|vm, _| vm.send_serial(b"back")).unwrap();
     client.expect_exact(b"back").await;
     late.expect_exact(b"back").await;
+    proxy.shutdown().await;
+}
+
+/// The VM's view of client input: data, with each serial break shown as `|BRK|`.
+fn input_with_breaks(vm: &TestVm) -> String {
+    vm.seen(|seen| {
+        seen.events
+            .iter()
+            .filter_map(|event| match event {
+                EmulatorEvent::ClientData { bytes, .. } => {
+                    Some(String::from_utf8_lossy(bytes).into_owned())
+                }
+                EmulatorEvent::SerialBreak { .. } => Some("|BRK|".to_owned()),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+#[tokio::test]
+async fn a_client_break_reaches_the_vm_in_order_and_read_only_clients_cannot_send_one() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let vm = TestVm::start(port_config(8, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00008").await;
+    let mut writer = TestClient::connect(proxy.client_addr).await;
+    writer.select("vm-00008").await;
+    let mut reader = TestClient::connect(proxy.client_addr).await;
+    reader.select("vm-00008 ro").await;
+
+    // IAC BRK (telnet's serial break) between data, in one write; then one on its own.
+    writer.send_raw(b"abc\xff\xf3def").await;
+    vm.wait_received(b"abcdef").await;
+    reader.send_raw(b"\xff\xf3").await;
+    writer.send_raw(b"\xff\xf3").await;
+    writer.send(b"g").await;
+    vm.wait_received(b"abcdefg").await;
+    assert_eq!(input_with_breaks(&vm), "abc|BRK|def|BRK|g");
     proxy.shutdown().await;
 }

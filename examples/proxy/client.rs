@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::Instrument;
-use vspc_proto::vspc_telnet::{option, Policy, Side, Telnet, TelnetConfig, TelnetEvent};
+use vspc_proto::vspc_telnet::{option, Command, Policy, Side, Telnet, TelnetConfig, TelnetEvent};
 
 use super::hub::{ClientId, ClientTx, InputResult, Mode, VmId};
 use super::Shared;
@@ -250,10 +250,15 @@ where
             _ = stop.wait_for(|stop| *stop) => return,
         };
         data.clear();
+        // Where in `data` each serial break (IAC BRK) fell, so order is kept.
+        let mut breaks: Vec<usize> = Vec::new();
+        let was_attached = attached;
         let mut input = &buf[..n];
         while let Some(event) = telnet.next_event(&mut input) {
-            if let TelnetEvent::Data(bytes) = event {
-                data.extend_from_slice(bytes);
+            match event {
+                TelnetEvent::Data(bytes) => data.extend_from_slice(bytes),
+                TelnetEvent::Command(Command::Break) => breaks.push(data.len()),
+                _ => {}
             }
         }
         let reply = telnet.poll_transmit();
@@ -293,10 +298,37 @@ where
                 }
             }
         }
-        if attached && !forward.is_empty() && !send_to_vm(shared, cid, &forward).await {
-            return;
+        if attached {
+            // Breaks typed before the selection completed have no VM to go to.
+            let breaks = if was_attached { breaks } else { Vec::new() };
+            let mut start = 0;
+            for at in breaks {
+                if at > start && !send_to_vm(shared, cid, &forward[start..at]).await {
+                    return;
+                }
+                start = at;
+                if !send_break(shared, cid).await {
+                    return;
+                }
+            }
+            if start < forward.len() && !send_to_vm(shared, cid, &forward[start..]).await {
+                return;
+            }
         }
         data = forward;
+    }
+}
+
+/// Sends a serial break to the VM after whatever the client sent before it. Returns false
+/// when the client is gone.
+async fn send_break(shared: &Arc<Shared>, cid: ClientId) -> bool {
+    loop {
+        let result = shared.lock().client_break(cid);
+        match result {
+            InputResult::Sent | InputResult::Discarded => return true,
+            InputResult::Gone => return false,
+            InputResult::Backpressure => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
     }
 }
 

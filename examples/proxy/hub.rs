@@ -951,25 +951,61 @@ impl Hub {
     }
 
     /// Client input for its VM (telnet-decoded). Read-only clients' bytes are discarded.
-    pub(crate) fn client_input(&mut self, cid: ClientId, data: &[u8]) -> InputResult {
-        let Some(client) = self.clients.get_mut(&cid) else {
-            return InputResult::Gone;
+    /// The VM a client may write to and its live connection, or what to tell the client
+    /// instead: gone, not allowed (read-only or detached: discarded), or the VM is away (wait).
+    fn writable_target(
+        &mut self,
+        cid: ClientId,
+        len: usize,
+    ) -> Result<(VmId, SessionId), InputResult> {
+        let Some(client) = self.clients.get(&cid) else {
+            return Err(InputResult::Gone);
         };
         if client.closing.is_some() {
-            return InputResult::Gone;
+            return Err(InputResult::Gone);
         }
         let (Some(vm), Mode::ReadWrite | Mode::Exclusive) = (client.vm, client.mode) else {
-            self.metrics.client_bytes_discarded += data.len() as u64;
-            return InputResult::Discarded;
+            self.metrics.client_bytes_discarded += len as u64;
+            return Err(InputResult::Discarded);
         };
         let Some(entry) = self.vms.get(&vm) else {
-            self.metrics.client_bytes_discarded += data.len() as u64;
-            return InputResult::Discarded;
+            self.metrics.client_bytes_discarded += len as u64;
+            return Err(InputResult::Discarded);
         };
         // The VM is away (reconnecting, or its host restarting the port): the client's input
         // waits in its own socket, as under backpressure, and reaches the VM when it returns.
-        let Some(mut sid) = entry.active else {
+        match entry.active {
+            Some(sid) => Ok((vm, sid)),
+            None => Err(InputResult::Backpressure),
+        }
+    }
+
+    /// A serial break from a client (telnet `IAC BRK`), for its VM's UART.
+    pub(crate) fn client_break(&mut self, cid: ClientId) -> InputResult {
+        let sid = match self.writable_target(cid, 0) {
+            Ok((_, sid)) => sid,
+            Err(result) => return result,
+        };
+        let Some(conn) = self.conns.get_mut(&sid) else {
+            return InputResult::Discarded;
+        };
+        // Held client data (a vMotion under way) goes first: the break waits for it.
+        if conn.session.is_holding() {
             return InputResult::Backpressure;
+        }
+        conn.session
+            .send_command(vspc_proto::vspc_telnet::Command::Break);
+        conn.wake.notify_one();
+        InputResult::Sent
+    }
+
+    pub(crate) fn client_input(&mut self, cid: ClientId, data: &[u8]) -> InputResult {
+        let (vm, mut sid) = match self.writable_target(cid, data.len()) {
+            Ok(target) => target,
+            Err(result) => return result,
+        };
+        let Some(client) = self.clients.get_mut(&cid) else {
+            return InputResult::Gone;
         };
         for _ in 0..4 {
             let Some(conn) = self.conns.get_mut(&sid) else {

@@ -428,6 +428,11 @@ impl TestClient {
         self.stream.write_all(&out).await.expect("client write");
     }
 
+    /// Sends bytes exactly as given (telnet commands included).
+    pub async fn send_raw(&mut self, wire: &[u8]) {
+        self.stream.write_all(wire).await.expect("client write");
+    }
+
     /// Selects a VM and waits for the attach banner; returns what followed it (scrollback).
     pub async fn select(&mut self, line: &str) -> Vec<u8> {
         self.send(format!("{line}\r\n").as_bytes()).await;

@@ -244,6 +244,11 @@ pub enum EmulatorEvent {
         /// The bytes.
         bytes: Bytes,
     },
+    /// The proxy sent a serial break (`IAC BRK`), which the host passes to the guest's UART.
+    SerialBreak {
+        /// The connection.
+        conn: ConnId,
+    },
     /// A vMotion ended.
     Vmotion(VmotionOutcome),
     /// The proxy closed `conn` (or it failed).
@@ -868,6 +873,9 @@ impl EmulatedVm {
                 VmEvent::PeerAccepted { .. } if !is_current => self.on_peer_accepted(now),
                 VmEvent::PeerRejected if !is_current => {
                     self.abort_vmotion(now, AbortReason::PeerRejected)
+                }
+                VmEvent::Command(vspc_proto::vspc_telnet::Command::Break) => {
+                    self.events.push_back(EmulatorEvent::SerialBreak { conn: id });
                 }
                 VmEvent::UnknownSuboptionReported(command) => {
                     self.events
