@@ -212,7 +212,7 @@ pub(crate) struct Hub {
     /// Wakes the timer task when a new deadline may be earlier than the one it sleeps to.
     timer: Arc<Notify>,
     /// VMs waiting for a sticky listener (the sticky task binds it outside the lock).
-    sticky_tx: Option<tokio::sync::mpsc::UnboundedSender<VmId>>,
+    sticky_tx: Option<tokio::sync::mpsc::Sender<VmId>>,
     shutting_down: bool,
     started: SystemTime,
 }
@@ -267,7 +267,7 @@ impl Hub {
         }
     }
 
-    pub(crate) fn set_sticky_sender(&mut self, tx: tokio::sync::mpsc::UnboundedSender<VmId>) {
+    pub(crate) fn set_sticky_sender(&mut self, tx: tokio::sync::mpsc::Sender<VmId>) {
         self.sticky_tx = Some(tx);
     }
 
@@ -648,7 +648,11 @@ impl Hub {
             },
         );
         if let Some(tx) = &self.sticky_tx {
-            let _ = tx.send(id);
+            // Never blocks under the hub lock; the binder drains promptly, so a full queue
+            // means a connect storm: that entry goes without a sticky port (the menu serves).
+            if tx.try_send(id).is_err() {
+                tracing::warn!(vm = id, "sticky port requests backlogged: none for this VM");
+            }
         }
         id
     }

@@ -154,7 +154,7 @@ impl Proxy {
         };
 
         if config.client.sticky_ports {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = tokio::sync::mpsc::channel(STICKY_QUEUE);
             shared.lock().set_sticky_sender(tx);
             tasks.push(tokio::spawn(sticky_ports(
                 shared.clone(),
@@ -260,6 +260,9 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// Sticky-port bind requests queued between the hub and the binder task.
+const STICKY_QUEUE: usize = 4096;
+
 /// Accepts connections on `listener` until shutdown, handing each to `serve`.
 async fn accept_loop(
     shared: &Shared,
@@ -333,7 +336,7 @@ async fn accept_admin(shared: Arc<Shared>, listener: TcpListener) {
 /// lingers `vm.linger_secs` after the VM leaves).
 async fn sticky_ports(
     shared: Arc<Shared>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<VmId>,
+    mut rx: tokio::sync::mpsc::Receiver<VmId>,
     host: std::net::IpAddr,
     base: u16,
 ) {
