@@ -74,11 +74,17 @@ pub(crate) async fn serve_client(
         client_reader(&shared, cid, reader, sticky).await;
         // A client being dropped (shutdown, too slow) has a goodbye in flight: let the writer
         // deliver it before the registration, which holds it, goes away.
+        let mut writer_done = false;
         if shared.lock().is_closing(cid) {
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, &mut writer_task).await;
+            writer_done = tokio::time::timeout(GOODBYE_TIMEOUT * 2, &mut writer_task)
+                .await
+                .is_ok();
         }
         shared.lock().client_closed(cid);
-        let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, writer_task).await;
+        // A JoinHandle must not be polled again once it has completed.
+        if !writer_done {
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, writer_task).await;
+        }
         tracing::info!("client closed");
     }
     .instrument(span)

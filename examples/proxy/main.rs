@@ -125,6 +125,11 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Each VM holds a descriptor (two during a vMotion): raise the soft limit to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "RLIMIT_NOFILE"),
+        Err(error) => tracing::warn!(%error, "cannot raise RLIMIT_NOFILE"),
+    }
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(error) => {

@@ -1,0 +1,999 @@
+//! End-to-end scale benchmark of the concentrator: the example proxy in a child process, a
+//! fleet of emulated VMs (vspc-emulator's sans-IO `EmulatedVm`, one lean tokio task each) and
+//! telnet clients in this one, over loopback. One table for each fleet size.
+//!
+//! ```text
+//! cargo build --release --examples
+//! cargo run --release --example scale -- --vms 100,1000,10000
+//! ```
+//!
+//! Figures, for each fleet size N (a fresh proxy each time):
+//! - held: VMs the proxy lists as connected after the burst (admin `/metrics`);
+//! - handshakes/s: N VMs connect at once (at most `--connecting` connects in flight), wall
+//!   time from the first connect to the proxy listing all N;
+//! - GOAHEAD p50/p99: on the VM side, from writing VMOTION-BEGIN to reading GOAHEAD, one
+//!   vMotion at a time on held VMs; idle, then while `--burst` more VMs handshake;
+//! - vMotions/s: all N VMs vMotion at once; every one must complete, and up to 100 clients
+//!   type a pattern before, during and after, which the VMs verify byte for byte;
+//! - RSS per idle VM: the proxy's VmRSS growth from no VM to N idle VMs, divided by N;
+//! - stream: one VM writes `--stream-mib` MiB as fast as it can, one client reads and
+//!   verifies every byte; fan-out: the same to `--fanout` clients at once (per client).
+#![forbid(unsafe_code)]
+// The IO layer of the sans-IO emulator: reading the clock is its job.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use vspc_emulator::{
+    ConnId, EmulatedVm, EmulatorConfig, EmulatorEvent, Pattern, Transmit, VmIdentity,
+    VmotionOutcome, VmotionPlan,
+};
+use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
+
+/// Every wait is bounded by this.
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scale",
+    about = "End-to-end scale benchmark of the vSPC concentrator"
+)]
+struct Cli {
+    /// Fleet sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    vms: Vec<u64>,
+    /// Connects in flight at once.
+    #[arg(long, default_value_t = 512)]
+    connecting: usize,
+    /// VMs handshaking while GOAHEAD latency is sampled.
+    #[arg(long, default_value_t = 1000)]
+    burst: u64,
+    /// GOAHEAD samples (each phase).
+    #[arg(long, default_value_t = 400)]
+    samples: usize,
+    /// MiB the single stream carries (each fan-out client gets a quarter of it).
+    #[arg(long, default_value_t = 1024)]
+    stream_mib: u64,
+    /// Clients of the fan-out stream.
+    #[arg(long, default_value_t = 10)]
+    fanout: usize,
+    /// The proxy binary (default: `proxy` beside this one).
+    #[arg(long)]
+    proxy: Option<PathBuf>,
+    /// The proxy's log filter.
+    #[arg(long, default_value = "warn")]
+    proxy_log: String,
+}
+
+// ----- the proxy process -----
+
+struct ProxyProc {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    vm: SocketAddr,
+    client: SocketAddr,
+    admin: SocketAddr,
+    config: PathBuf,
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn spawn_proxy(cli: &Cli) -> Result<ProxyProc, String> {
+    let path = match &cli.proxy {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("proxy"),
+    };
+    let config = std::env::temp_dir().join(format!("vspc-scale-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[vm]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 100000\n\
+         [client]\nlisten = \"127.0.0.1:0\"\nmax_clients = 10000\noutput_budget = 33554432\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut child = Command::new(&path)
+        .arg("--config")
+        .arg(&config)
+        .arg("--log-level")
+        .arg(&cli.proxy_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {} ({e}); build it first: cargo build --release --examples",
+                path.display()
+            )
+        })?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let (mut vm, mut client, mut admin) = (None, None, None);
+    for _ in 0..20 {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            break;
+        }
+        let mut words = line.split_whitespace();
+        let addr = |w: Option<&str>, prefix: &str, suffix: &str| {
+            w.and_then(|w| w.strip_prefix(prefix))
+                .map(|w| w.split(suffix).next().unwrap_or(w))
+                .and_then(|w| w.parse::<SocketAddr>().ok())
+        };
+        match words.next() {
+            Some("vm") => vm = vm.or(addr(words.next(), "telnet://", " ")),
+            Some("clients") => client = addr(words.nth(1), "", " "),
+            Some("admin") => admin = addr(words.next(), "http://", "/"),
+            _ => {}
+        }
+        if vm.is_some() && client.is_some() && admin.is_some() {
+            break;
+        }
+    }
+    match (vm, client, admin) {
+        (Some(vm), Some(client), Some(admin)) => Ok(ProxyProc {
+            child,
+            _stdout: stdout,
+            vm,
+            client,
+            admin,
+            config,
+        }),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err("the proxy did not print its addresses".into())
+        }
+    }
+}
+
+/// The proxy's resident set, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// One value of the proxy's Prometheus metrics.
+async fn metric(admin: SocketAddr, name: &str) -> Option<u64> {
+    let fetch = async {
+        let mut stream = TcpStream::connect(admin).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+// ----- the fleet -----
+
+enum Cmd {
+    /// vMotion now; answer when it ends.
+    Vmotion(u32, oneshot::Sender<Motion>),
+    /// Client bytes received so far, and whether they all matched the pattern.
+    Received(oneshot::Sender<(u64, bool)>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Motion {
+    /// VMOTION-BEGIN written to GOAHEAD read.
+    goahead: Option<Duration>,
+    completed: bool,
+}
+
+fn fleet_config(n: u64) -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
+    config.port.com_port_delay = None;
+    config.max_recorded = 16;
+    config.client_pattern = Some(Pattern::Noise { seed: n });
+    config
+}
+
+async fn readable(conns: &[(ConnId, TcpStream)], at: usize) -> usize {
+    match conns.get(at) {
+        Some((_, stream)) => {
+            let _ = stream.readable().await;
+            at
+        }
+        None => std::future::pending().await,
+    }
+}
+
+enum Wake {
+    Cmd(Option<Cmd>),
+    Read(usize),
+    Timer,
+}
+
+/// One VM: a lean driver of the sans-IO emulator (no read buffer held while idle, one task).
+async fn run_vm(
+    n: u64,
+    addr: SocketAddr,
+    limit: Arc<Semaphore>,
+    identified: mpsc::UnboundedSender<u64>,
+    mut cmds: mpsc::Receiver<Cmd>,
+) -> u64 {
+    let mut vm = EmulatedVm::new(fleet_config(n));
+    let mut conns: Vec<(ConnId, TcpStream)> = Vec::with_capacity(2);
+    let mut errors = 0u64;
+    let mut announced = false;
+    let mut pending: Option<(oneshot::Sender<Motion>, Instant, Option<Duration>)> = None;
+    let mut read_at = Instant::now();
+    vm.power_on(read_at);
+    loop {
+        while let Some(transmit) = vm.poll_transmit() {
+            match transmit {
+                Transmit::Open { conn } => {
+                    // The destination opens on GOAHEAD: the read that carried it ends the wait.
+                    if let Some((_, begin, goahead @ None)) = &mut pending {
+                        *goahead = Some(read_at.saturating_duration_since(*begin));
+                    }
+                    let connect = async {
+                        let _permit = limit.acquire().await.ok()?;
+                        let stream = TcpStream::connect(addr).await.ok()?;
+                        stream.set_nodelay(true).ok()?;
+                        Some(stream)
+                    };
+                    match connect.await {
+                        Some(stream) => conns.push((conn, stream)),
+                        None => {
+                            errors += 1;
+                            vm.handle_closed(Instant::now(), conn);
+                        }
+                    }
+                }
+                Transmit::Write { conn, bytes } => {
+                    if let Some((_, stream)) = conns.iter_mut().find(|(c, _)| *c == conn) {
+                        if stream.write_all(&bytes).await.is_err() {
+                            errors += 1;
+                        }
+                    }
+                }
+                Transmit::Close { conn } => {
+                    if let Some(at) = conns.iter().position(|(c, _)| *c == conn) {
+                        let (_, mut stream) = conns.swap_remove(at);
+                        let _ = stream.shutdown().await;
+                    }
+                }
+            }
+        }
+        while let Some(event) = vm.poll_event() {
+            match event {
+                EmulatorEvent::ProxyAnswered { accepted: true, .. } if !announced => {
+                    announced = true;
+                    let _ = identified.send(n);
+                }
+                EmulatorEvent::Vmotion(outcome) => {
+                    if let Some((answer, _, goahead)) = pending.take() {
+                        let completed = matches!(outcome, VmotionOutcome::Completed { .. });
+                        let _ = answer.send(Motion { goahead, completed });
+                    }
+                }
+                EmulatorEvent::ProtocolError { .. } => errors += 1,
+                _ => {}
+            }
+        }
+        let timeout = vm.poll_timeout();
+        let wake = tokio::select! {
+            cmd = cmds.recv() => Wake::Cmd(cmd),
+            at = readable(&conns, 0) => Wake::Read(at),
+            at = readable(&conns, 1) => Wake::Read(at),
+            () = async {
+                match timeout {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Timer,
+        };
+        match wake {
+            Wake::Cmd(None) => break,
+            Wake::Cmd(Some(Cmd::Vmotion(sequence, answer))) => {
+                let now = Instant::now();
+                let plan = VmotionPlan::new(Bytes::copy_from_slice(&sequence.to_be_bytes()));
+                match vm.start_vmotion(now, plan) {
+                    Ok(()) => pending = Some((answer, now, None)),
+                    Err(_) => {
+                        let _ = answer.send(Motion {
+                            goahead: None,
+                            completed: false,
+                        });
+                    }
+                }
+            }
+            Wake::Cmd(Some(Cmd::Received(answer))) => {
+                let recorder = vm.recorder();
+                let ok = recorder
+                    .verifier()
+                    .is_some_and(|v| v.first_error().is_none());
+                let _ = answer.send((recorder.total(), ok));
+            }
+            Wake::Timer => vm.handle_timeout(Instant::now()),
+            Wake::Read(at) => {
+                let mut buf = [0u8; 4096];
+                let conn = conns[at].0;
+                let read = conns[at].1.try_read(&mut buf);
+                read_at = Instant::now();
+                match read {
+                    Ok(0) => {
+                        conns.swap_remove(at);
+                        vm.handle_closed(read_at, conn);
+                    }
+                    Ok(len) => vm.handle_input(read_at, conn, &buf[..len]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        conns.swap_remove(at);
+                        vm.handle_closed(read_at, conn);
+                    }
+                }
+            }
+        }
+    }
+    vm.power_off();
+    while let Some(transmit) = vm.poll_transmit() {
+        if let Transmit::Close { conn } = transmit {
+            if let Some(at) = conns.iter().position(|(c, _)| *c == conn) {
+                let (_, mut stream) = conns.swap_remove(at);
+                let _ = stream.shutdown().await;
+            }
+        }
+    }
+    errors
+}
+
+struct Fleet {
+    cmds: Vec<mpsc::Sender<Cmd>>,
+    tasks: Vec<JoinHandle<u64>>,
+}
+
+impl Fleet {
+    /// Starts VMs `first..first + count`; returns once all have been answered WILL-PROXY
+    /// (bounded), with the time the last was.
+    async fn start(first: u64, count: u64, addr: SocketAddr, limit: &Arc<Semaphore>) -> Fleet {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut fleet = Fleet {
+            cmds: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for n in first..first + count {
+            let (cmd_tx, cmd_rx) = mpsc::channel(4);
+            fleet.cmds.push(cmd_tx);
+            fleet.tasks.push(tokio::spawn(run_vm(
+                n,
+                addr,
+                limit.clone(),
+                tx.clone(),
+                cmd_rx,
+            )));
+        }
+        drop(tx);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut seen = 0;
+        while seen < count {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(_)) => seen += 1,
+                _ => break,
+            }
+        }
+        fleet
+    }
+
+    async fn vmotion(&self, at: usize, sequence: u32) -> Motion {
+        let (tx, rx) = oneshot::channel();
+        let failed = Motion {
+            goahead: None,
+            completed: false,
+        };
+        if self.cmds[at]
+            .send(Cmd::Vmotion(sequence, tx))
+            .await
+            .is_err()
+        {
+            return failed;
+        }
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(failed)
+    }
+
+    async fn received(&self, at: usize) -> (u64, bool) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds[at].send(Cmd::Received(tx)).await.is_err() {
+            return (0, false);
+        }
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or((0, false))
+    }
+
+    /// Powers every VM off; returns the errors they saw.
+    async fn stop(self) -> u64 {
+        drop(self.cmds);
+        let mut errors = 0;
+        for task in self.tasks {
+            errors += tokio::time::timeout(WAIT, task)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(1);
+        }
+        errors
+    }
+}
+
+// ----- clients -----
+
+fn client_telnet() -> Telnet {
+    let policy = Policy::new()
+        .accept_both(option::BINARY)
+        .accept_both(option::SGA)
+        .accept_remote(option::ECHO);
+    Telnet::new(TelnetConfig {
+        policy,
+        ..TelnetConfig::default()
+    })
+}
+
+/// A client attached to VM `name`: the socket, its telnet state, and the data that followed
+/// the attach banner.
+async fn attach(addr: SocketAddr, name: &str) -> Option<(TcpStream, Telnet, Vec<u8>)> {
+    let run = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let mut telnet = client_telnet();
+        stream
+            .write_all(format!("{name}\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let len = stream.read(&mut buf).await.ok()?;
+            if len == 0 {
+                return None;
+            }
+            let mut input = &buf[..len];
+            while let Some(event) = telnet.next_event(&mut input) {
+                if let TelnetEvent::Data(bytes) = event {
+                    data.extend_from_slice(bytes);
+                }
+            }
+            if let Some(reply) = telnet.poll_transmit() {
+                stream.write_all(&reply).await.ok()?;
+            }
+            if let Some(at) = data.windows(4).position(|w| w == b")]\r\n") {
+                if !data[..at].ends_with(b"(rw") {
+                    return None;
+                }
+                return Some((stream, telnet, data.split_off(at + 4)));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A client typing the pattern of VM `n` (its reads drained in the background).
+struct Typist {
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    pattern: Pattern,
+    sent: u64,
+    drain: JoinHandle<()>,
+}
+
+impl Typist {
+    async fn new(addr: SocketAddr, n: u64) -> Option<Typist> {
+        let (stream, _, _) = attach(addr, &VmIdentity::numbered(n).name).await?;
+        let (mut reader, writer) = stream.into_split();
+        let drain = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while matches!(reader.read(&mut buf).await, Ok(len) if len > 0) {}
+        });
+        Some(Typist {
+            writer,
+            pattern: Pattern::Noise { seed: n },
+            sent: 0,
+            drain,
+        })
+    }
+
+    async fn type_chunk(&mut self, len: usize) -> bool {
+        let mut raw = Vec::with_capacity(len);
+        self.pattern.extend(self.sent, len, &mut raw);
+        let mut wire = Vec::with_capacity(len * 2);
+        encode_data(&raw, true, &mut wire);
+        self.sent += len as u64;
+        self.writer.write_all(&wire).await.is_ok()
+    }
+}
+
+impl Drop for Typist {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
+}
+
+// ----- the stream -----
+
+/// Stream pattern: `offset mod 255`, so it never holds IAC and telnet passes it unescaped.
+fn stream_byte(offset: u64) -> u8 {
+    (offset % 255) as u8
+}
+
+/// One chunk of the stream: a whole number of periods, so every chunk is the same.
+const STREAM_CHUNK: usize = 255 * 256;
+
+/// How far the stream writer may run ahead of its slowest client.
+const STREAM_WINDOW: u64 = 8 << 20;
+
+/// A VM writing `total` stream bytes as fast as it can to `clients` clients, each verifying
+/// every byte. Returns MB/s per client (slowest) and whether every byte was right.
+async fn stream(proxy: &ProxyProc, n: u64, clients: usize, total: u64) -> Option<(f64, bool)> {
+    // The handshake, by the emulator, then the socket carries the stream directly.
+    let mut vm = EmulatedVm::new(fleet_config(n));
+    vm.power_on(Instant::now());
+    let mut socket: Option<TcpStream> = None;
+    let ident_deadline = Instant::now() + Duration::from_secs(10);
+    let mut identified_at: Option<Instant> = None;
+    loop {
+        while let Some(transmit) = vm.poll_transmit() {
+            match transmit {
+                Transmit::Open { .. } => {
+                    let s = TcpStream::connect(proxy.vm).await.ok()?;
+                    s.set_nodelay(true).ok()?;
+                    socket = Some(s);
+                }
+                Transmit::Write { bytes, .. } => socket.as_mut()?.write_all(&bytes).await.ok()?,
+                Transmit::Close { .. } => return None,
+            }
+        }
+        while let Some(event) = vm.poll_event() {
+            if matches!(event, EmulatorEvent::ProxyAnswered { accepted: true, .. }) {
+                identified_at = Some(Instant::now());
+            }
+        }
+        let now = Instant::now();
+        if now > ident_deadline {
+            return None;
+        }
+        if identified_at.is_some_and(|at| now > at + Duration::from_millis(100)) {
+            break;
+        }
+        let s = socket.as_mut()?;
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(len)) => {
+                let conn = vm.current_conn()?;
+                vm.handle_input(Instant::now(), conn, &buf[..len]);
+            }
+            Err(_) => vm.handle_timeout(Instant::now()),
+        }
+    }
+    let name = VmIdentity::numbered(n).name;
+    let mut readers = Vec::new();
+    // The writer keeps at most STREAM_WINDOW ahead of the slowest client: the proxy drops a
+    // client whose queue passes its output budget (by design: a slow client never stalls the
+    // VM), so an unpaced writer measures the drop, not the throughput.
+    let progress: Vec<Arc<std::sync::atomic::AtomicU64>> = (0..clients)
+        .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)))
+        .collect();
+    let advanced = Arc::new(tokio::sync::Notify::new());
+    for client in 0..clients {
+        let (mut stream, mut telnet, mut first) = attach(proxy.client, &name).await?;
+        let (progress, advanced) = (progress[client].clone(), advanced.clone());
+        readers.push(tokio::spawn(async move {
+            let mut expected: Vec<u8> = (0..STREAM_CHUNK as u64 + 255 * 2)
+                .map(stream_byte)
+                .collect();
+            expected.truncate(STREAM_CHUNK + 255);
+            let mut offset = 0u64;
+            let mut ok = true;
+            let check = |data: &[u8], offset: &mut u64, ok: &mut bool| {
+                for piece in data.chunks(STREAM_CHUNK) {
+                    let at = (*offset % 255) as usize;
+                    *ok &= expected[at..at + piece.len()] == *piece;
+                    *offset += piece.len() as u64;
+                }
+            };
+            check(&first, &mut offset, &mut ok);
+            first.clear();
+            let mut buf = vec![0u8; 256 * 1024];
+            while offset < total && ok {
+                let len = match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(len) => len,
+                };
+                let mut input = &buf[..len];
+                while let Some(event) = telnet.next_event(&mut input) {
+                    if let TelnetEvent::Data(bytes) = event {
+                        check(bytes, &mut offset, &mut ok);
+                    }
+                }
+                progress.store(offset, Ordering::Relaxed);
+                advanced.notify_one();
+            }
+            progress.store(u64::MAX, Ordering::Relaxed);
+            advanced.notify_one();
+            if offset != total || !ok {
+                eprintln!("stream client: {offset} of {total} bytes, pattern ok: {ok}");
+            }
+            (Instant::now(), offset == total && ok)
+        }));
+    }
+    let (mut reader, mut writer) = socket?.into_split();
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while matches!(reader.read(&mut buf).await, Ok(len) if len > 0) {}
+    });
+    let chunk: Vec<u8> = (0..STREAM_CHUNK as u64).map(stream_byte).collect();
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < total {
+        loop {
+            let wait = advanced.notified();
+            let slowest = progress
+                .iter()
+                .map(|p| p.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(u64::MAX);
+            if written.saturating_sub(slowest) <= STREAM_WINDOW {
+                break;
+            }
+            if tokio::time::timeout(WAIT, wait).await.is_err() {
+                return None;
+            }
+        }
+        let len = (total - written).min(STREAM_CHUNK as u64) as usize;
+        writer.write_all(&chunk[..len]).await.ok()?;
+        written += len as u64;
+    }
+    let mut slowest = start;
+    let mut all_ok = true;
+    for reader in readers {
+        let (done, ok) = tokio::time::timeout(WAIT, reader).await.ok()?.ok()?;
+        slowest = slowest.max(done);
+        all_ok &= ok;
+    }
+    drain.abort();
+    let secs = slowest.duration_since(start).as_secs_f64();
+    Some((total as f64 / secs / 1e6, all_ok))
+}
+
+// ----- one fleet size -----
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    vms: u64,
+    held: u64,
+    handshakes_per_sec: f64,
+    goahead_idle: (f64, f64),
+    goahead_busy: (f64, f64),
+    busy_samples: usize,
+    vmotions_per_sec: f64,
+    vmotions_completed: u64,
+    verified: String,
+    rss_per_vm: f64,
+    stream_mbps: f64,
+    fanout_mbps: f64,
+    stream_ok: bool,
+    errors: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[at].as_secs_f64() * 1e3
+}
+
+/// Sequential vMotions on held VMs (spread over the fleet) until `count` or `stop`.
+async fn sample_goahead(
+    fleet: &Fleet,
+    count: usize,
+    stop: Option<&AtomicBool>,
+    seq: &mut u32,
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(count);
+    let stride = (fleet.cmds.len() / count.max(1)).max(1);
+    for i in 0..count {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            break;
+        }
+        *seq += 1;
+        let at = (i * stride + 7) % fleet.cmds.len();
+        if let Motion {
+            goahead: Some(latency),
+            completed: true,
+        } = fleet.vmotion(at, *seq).await
+        {
+            samples.push(latency);
+        }
+    }
+    samples.sort();
+    samples
+}
+
+async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
+    let proxy = spawn_proxy(cli)?;
+    let pid = proxy.child.id();
+    let limit = Arc::new(Semaphore::new(cli.connecting));
+    let mut row = Row {
+        vms: n,
+        ..Row::default()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss0 = rss(pid);
+
+    // Handshakes: all at once, until the proxy lists every VM.
+    let start = Instant::now();
+    let admin = proxy.admin;
+    let watch = tokio::spawn(async move {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if metric(admin, "vspc_vms_connected").await >= Some(n) {
+                return Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    });
+    let fleet = Fleet::start(0, n, proxy.vm, &limit).await;
+    let listed = watch.await.ok().flatten();
+    row.held = metric(proxy.admin, "vspc_vms_connected").await.unwrap_or(0);
+    if let Some(done) = listed {
+        row.handshakes_per_sec = n as f64 / done.duration_since(start).as_secs_f64();
+    }
+
+    // Memory: idle VMs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss1 = rss(pid);
+    row.rss_per_vm = rss1.saturating_sub(rss0) as f64 / n as f64;
+
+    // GOAHEAD: idle, then while a burst handshakes.
+    let mut seq = 0u32;
+    let idle = sample_goahead(&fleet, cli.samples, None, &mut seq).await;
+    row.goahead_idle = (percentile(&idle, 0.5), percentile(&idle, 0.99));
+    let burst_done = Arc::new(AtomicBool::new(false));
+    let burst = {
+        let done = burst_done.clone();
+        let (addr, limit, count) = (proxy.vm, limit.clone(), cli.burst);
+        tokio::spawn(async move {
+            let fleet = Fleet::start(1_000_000, count, addr, &limit).await;
+            done.store(true, Ordering::Relaxed);
+            fleet
+        })
+    };
+    let busy = sample_goahead(&fleet, cli.samples, Some(&burst_done), &mut seq).await;
+    row.busy_samples = busy.len();
+    row.goahead_busy = (percentile(&busy, 0.5), percentile(&busy, 0.99));
+    if let Ok(burst) = burst.await {
+        row.errors += burst.stop().await;
+    }
+
+    // vMotions: all at once, clients typing before, during and after.
+    let typists_wanted = n.min(100);
+    let mut typists = Vec::new();
+    for vm in 0..typists_wanted {
+        if let Some(typist) = Typist::new(proxy.client, vm).await {
+            typists.push(typist);
+        }
+    }
+    for typist in &mut typists {
+        typist.type_chunk(1000).await;
+    }
+    let fleet = Arc::new(fleet);
+    let start = Instant::now();
+    let mut motions = Vec::new();
+    for at in 0..n as usize {
+        let fleet = fleet.clone();
+        motions.push(tokio::spawn(
+            async move { fleet.vmotion(at, 1 << 30).await },
+        ));
+    }
+    for typist in &mut typists {
+        typist.type_chunk(1000).await;
+    }
+    let mut completed = 0;
+    for motion in motions {
+        if matches!(
+            motion.await,
+            Ok(Motion {
+                completed: true,
+                ..
+            })
+        ) {
+            completed += 1;
+        }
+    }
+    row.vmotions_per_sec = completed as f64 / start.elapsed().as_secs_f64();
+    row.vmotions_completed = completed;
+    for typist in &mut typists {
+        typist.type_chunk(1000).await;
+    }
+    let (mut exact, mut lost) = (0, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (vm, typist) in typists.iter().enumerate() {
+        loop {
+            let (received, ok) = fleet.received(vm).await;
+            if received >= typist.sent || !ok || Instant::now() > deadline {
+                if received == typist.sent && ok {
+                    exact += 1;
+                } else {
+                    lost += typist.sent.saturating_sub(received);
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    row.verified = format!("{exact}/{} exact, {lost} B lost", typists_wanted);
+    drop(typists);
+
+    // Streams, with the fleet still held.
+    let total = cli.stream_mib << 20;
+    if let Some((mbps, ok)) = stream(&proxy, 2_000_000, 1, total).await {
+        row.stream_mbps = mbps;
+        row.stream_ok = ok;
+    }
+    if let Some((mbps, ok)) = stream(&proxy, 2_000_001, cli.fanout, total / 4).await {
+        row.fanout_mbps = mbps;
+        row.stream_ok &= ok;
+    }
+
+    match Arc::try_unwrap(fleet) {
+        Ok(fleet) => row.errors += fleet.stop().await,
+        Err(_) => row.errors += 1,
+    }
+    drop(proxy);
+    Ok(row)
+}
+
+fn print_table(cli: &Cli, rows: &[Row]) {
+    let mut header = format!("{:<34}", "figure");
+    for row in rows {
+        header += &format!(" | {:>22}", format!("{} VMs", row.vms));
+    }
+    header += &format!(" | {:>14} | {:>14}", "target", "vSPC.py 0.8.2");
+    println!("{header}");
+    println!("{}", "-".repeat(header.len()));
+    let line = |name: &str, cell: &dyn Fn(&Row) -> String, target: &str, python: &str| {
+        let mut out = format!("{name:<34}");
+        for row in rows {
+            out += &format!(" | {:>22}", cell(row));
+        }
+        out += &format!(" | {target:>14} | {python:>14}");
+        println!("{out}");
+    };
+    line(
+        "VMs held (identified)",
+        &|r| format!("{}/{}", r.held, r.vms),
+        "10,000",
+        "4,000",
+    );
+    line(
+        "handshakes/s (burst of N)",
+        &|r| format!("{:.0}", r.handshakes_per_sec),
+        "5,000",
+        "~700",
+    );
+    line(
+        "GOAHEAD p50/p99 ms, idle",
+        &|r| format!("{:.3}/{:.3}", r.goahead_idle.0, r.goahead_idle.1),
+        "",
+        "p99 0.4",
+    );
+    line(
+        &format!("GOAHEAD p50/p99 ms, {} handshaking", cli.burst),
+        &|r| {
+            format!(
+                "{:.3}/{:.3} (n={})",
+                r.goahead_busy.0, r.goahead_busy.1, r.busy_samples
+            )
+        },
+        "p99 < 0.25",
+        "",
+    );
+    line(
+        "vMotions/s (all N at once)",
+        &|r| {
+            format!(
+                "{:.0} ({}/{})",
+                r.vmotions_per_sec, r.vmotions_completed, r.vms
+            )
+        },
+        "2,000",
+        "~400",
+    );
+    line(
+        "vMotion bytes verified (clients)",
+        &|r| r.verified.clone(),
+        "zero loss",
+        "",
+    );
+    line(
+        "proxy RSS per idle VM, bytes",
+        &|r| format!("{:.0}", r.rss_per_vm),
+        "< 2,048",
+        "2,970",
+    );
+    line(
+        "stream VM->1 client, MB/s",
+        &|r| format!("{:.0}", r.stream_mbps),
+        "1,000",
+        "",
+    );
+    line(
+        &format!("fan-out VM->{} clients, MB/s each", cli.fanout),
+        &|r| format!("{:.0}", r.fanout_mbps),
+        "",
+        "",
+    );
+    line(
+        "streams byte-exact / VM errors",
+        &|r| format!("{} / {}", if r.stream_ok { "yes" } else { "NO" }, r.errors),
+        "yes / 0",
+        "",
+    );
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => eprintln!("RLIMIT_NOFILE {limit}"),
+        Err(error) => eprintln!("cannot raise RLIMIT_NOFILE: {error}"),
+    }
+    let mut rows = Vec::new();
+    for &n in &cli.vms {
+        eprintln!("{n} VMs ...");
+        match run_size(&cli, n).await {
+            Ok(row) => {
+                eprintln!("{row:?}");
+                rows.push(row);
+            }
+            Err(error) => {
+                eprintln!("scale: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    print_table(&cli, &rows);
+    std::process::ExitCode::SUCCESS
+}
