@@ -63,6 +63,9 @@ struct Cli {
     /// GOAHEAD samples (each phase).
     #[arg(long, default_value_t = 400)]
     samples: usize,
+    /// vMotions in flight at once (each holds two connections until it completes).
+    #[arg(long, default_value_t = 2000)]
+    vmotions_in_flight: usize,
     /// MiB the single stream carries (each fan-out client gets a quarter of it).
     #[arg(long, default_value_t = 1024)]
     stream_mib: u64,
@@ -90,6 +93,18 @@ struct ProxyProc {
 
 impl Drop for ProxyProc {
     fn drop(&mut self) {
+        // SIGTERM first (a graceful shutdown, which profilers wrapping the proxy need), then
+        // SIGKILL after a bounded wait.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
@@ -793,7 +808,12 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     let burst_done = Arc::new(AtomicBool::new(false));
     let burst = {
         let done = burst_done.clone();
-        let (addr, limit, count) = (proxy.vm, limit.clone(), cli.burst);
+        // Its own connect limiter, so the samplers' destination connects do not queue behind it.
+        let (addr, limit, count) = (
+            proxy.vm,
+            Arc::new(Semaphore::new(cli.connecting)),
+            cli.burst,
+        );
         tokio::spawn(async move {
             let fleet = Fleet::start(1_000_000, count, addr, &limit).await;
             done.store(true, Ordering::Relaxed);
@@ -801,6 +821,8 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
         })
     };
     let busy = sample_goahead(&fleet, cli.samples, Some(&burst_done), &mut seq).await;
+    // (The sampled VMs connect their destinations through the fleet's limiter, which the
+    // burst does not use: see `Fleet::start`.)
     row.busy_samples = busy.len();
     row.goahead_busy = (percentile(&busy, 0.5), percentile(&busy, 0.99));
     if let Ok(burst) = burst.await {
@@ -821,11 +843,15 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     let fleet = Arc::new(fleet);
     let start = Instant::now();
     let mut motions = Vec::new();
+    // A vMotion holds two connections (two descriptors on each side) until it completes:
+    // bound how many run at once so both processes stay under their descriptor limit.
+    let in_flight = Arc::new(Semaphore::new(cli.vmotions_in_flight));
     for at in 0..n as usize {
-        let fleet = fleet.clone();
-        motions.push(tokio::spawn(
-            async move { fleet.vmotion(at, 1 << 30).await },
-        ));
+        let (fleet, in_flight) = (fleet.clone(), in_flight.clone());
+        motions.push(tokio::spawn(async move {
+            let _permit = in_flight.acquire_owned().await;
+            fleet.vmotion(at, 1 << 30).await
+        }));
     }
     for typist in &mut typists {
         typist.type_chunk(1000).await;
@@ -931,7 +957,7 @@ fn print_table(cli: &Cli, rows: &[Row]) {
         "",
     );
     line(
-        "vMotions/s (all N at once)",
+        &format!("vMotions/s (N, {} at once)", cli.vmotions_in_flight),
         &|r| {
             format!(
                 "{:.0} ({}/{})",

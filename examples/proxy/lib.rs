@@ -81,10 +81,23 @@ pub(crate) struct Proxy {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Listen backlog: a connect burst of thousands of VMs (a host's VMs after a restart) must
+/// queue in the kernel, not overflow it: a dropped SYN costs the VM a 1 s retransmit. The
+/// kernel caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 8192;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ProxyError::Bind { addr, source })
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|source| ProxyError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {

@@ -4,8 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::Notify;
 use tracing::Instrument;
 use vspc_backing::KeepIdle;
@@ -15,6 +19,22 @@ use super::Shared;
 
 /// Read size: a VM sends little at a time; 16 KiB covers a burst in one read.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// One read, into a buffer on the stack of the poll that finds data ready, copied out at its
+/// length: an idle connection's task holds no read buffer at all (a `BytesMut` kept across
+/// the await cost 16 KiB per idle VM).
+async fn read_some<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Bytes> {
+    std::future::poll_fn(|cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut *reader).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
 
 /// TCP keepalive after ESXi's keepIdle model: idle `keepIdle`, then 5 probes every
 /// keepIdle/100, so a vanished host is noticed within keepIdle x 1.05, as ESXi notices us.
@@ -52,22 +72,19 @@ where
         let (mut reader, writer) = tokio::io::split(stream);
         let writer_task =
             tokio::spawn(vm_writer(shared.clone(), sid, writer, wake.clone()).in_current_span());
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut stop = shared.stop.subscribe();
         let mut stopping = false;
         loop {
-            buf.reserve(READ_CHUNK);
             let read = tokio::select! {
-                read = reader.read_buf(&mut buf) => read,
+                read = read_some(&mut reader) => read,
                 _ = stop.wait_for(|stop| *stop) => {
                     stopping = true;
                     break;
                 }
             };
             match read {
-                Ok(0) => break,
-                Ok(_) => {
-                    let bytes = buf.split().freeze();
+                Ok(bytes) if bytes.is_empty() => break,
+                Ok(bytes) => {
                     shared.lock().vm_input(Instant::now(), sid, &bytes);
                 }
                 Err(error) => {
