@@ -738,12 +738,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[at].as_secs_f64() * 1e3
 }
 
+/// GOAHEAD samplers running side by side while the burst handshakes.
+const SAMPLERS: usize = 16;
+
 /// Sequential vMotions on held VMs (spread over the fleet) until `count` or `stop`.
 async fn sample_goahead(
     fleet: &Fleet,
     count: usize,
     stop: Option<&AtomicBool>,
     seq: &mut u32,
+    offset: usize,
 ) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(count);
     let stride = (fleet.cmds.len() / count.max(1)).max(1);
@@ -752,7 +756,7 @@ async fn sample_goahead(
             break;
         }
         *seq += 1;
-        let at = (i * stride + 7) % fleet.cmds.len();
+        let at = (i * stride + 7 + offset) % fleet.cmds.len();
         if let Motion {
             goahead: Some(latency),
             completed: true,
@@ -803,31 +807,57 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
 
     // GOAHEAD: idle, then while a burst handshakes.
     let mut seq = 0u32;
-    let idle = sample_goahead(&fleet, cli.samples, None, &mut seq).await;
+    let fleet = Arc::new(fleet);
+    let idle = sample_goahead(&fleet, cli.samples, None, &mut seq, 0).await;
     row.goahead_idle = (percentile(&idle, 0.5), percentile(&idle, 0.99));
     let burst_done = Arc::new(AtomicBool::new(false));
+    // The burst runs on a runtime of its own (one thread): in the samplers' runtime, a VM
+    // that read GOAHEAD would wait its turn behind thousands of handshaking tasks, and the
+    // figure would be the bench's queue, not the proxy's answer.
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let burst = {
         let done = burst_done.clone();
-        // Its own connect limiter, so the samplers' destination connects do not queue behind it.
-        let (addr, limit, count) = (
-            proxy.vm,
-            Arc::new(Semaphore::new(cli.connecting)),
-            cli.burst,
-        );
-        tokio::spawn(async move {
-            let fleet = Fleet::start(1_000_000, count, addr, &limit).await;
-            done.store(true, Ordering::Relaxed);
-            fleet
+        let (addr, connecting, count) = (proxy.vm, cli.connecting, cli.burst);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let limit = Arc::new(Semaphore::new(connecting));
+                let fleet = Fleet::start(1_000_000, count, addr, &limit).await;
+                done.store(true, Ordering::Relaxed);
+                let _ = tokio::task::spawn_blocking(move || release_rx.recv_timeout(WAIT)).await;
+                Some(fleet.stop().await)
+            })
         })
     };
-    let busy = sample_goahead(&fleet, cli.samples, Some(&burst_done), &mut seq).await;
+    // Samplers side by side (each one vMotion at a time, on its own VMs): a vMotion's
+    // destination connect queues behind the burst, so one sampler alone gets few samples.
+    let mut samplers = Vec::new();
+    for sampler in 0..SAMPLERS {
+        let (fleet, done) = (fleet.clone(), burst_done.clone());
+        let count = cli.samples / SAMPLERS;
+        samplers.push(tokio::spawn(async move {
+            let mut seq = (sampler as u32 + 1) << 20;
+            sample_goahead(&fleet, count, Some(&done), &mut seq, sampler * 1009).await
+        }));
+    }
+    let mut busy = Vec::new();
+    for sampler in samplers {
+        busy.extend(sampler.await.unwrap_or_default());
+    }
+    busy.sort();
     // (The sampled VMs connect their destinations through the fleet's limiter, which the
     // burst does not use: see `Fleet::start`.)
     row.busy_samples = busy.len();
     row.goahead_busy = (percentile(&busy, 0.5), percentile(&busy, 0.99));
-    if let Ok(burst) = burst.await {
-        row.errors += burst.stop().await;
-    }
+    let _ = release_tx.send(());
+    row.errors += tokio::task::spawn_blocking(move || burst.join().ok().flatten())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(1);
 
     // vMotions: all at once, clients typing before, during and after.
     let typists_wanted = n.min(100);
@@ -840,7 +870,6 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     for typist in &mut typists {
         typist.type_chunk(1000).await;
     }
-    let fleet = Arc::new(fleet);
     let start = Instant::now();
     let mut motions = Vec::new();
     // A vMotion holds two connections (two descriptors on each side) until it completes:
