@@ -875,7 +875,8 @@ impl EmulatedVm {
                     self.abort_vmotion(now, AbortReason::PeerRejected)
                 }
                 VmEvent::Command(vspc_proto::vspc_telnet::Command::Break) => {
-                    self.events.push_back(EmulatorEvent::SerialBreak { conn: id });
+                    self.events
+                        .push_back(EmulatorEvent::SerialBreak { conn: id });
                 }
                 VmEvent::UnknownSuboptionReported(command) => {
                     self.events
