@@ -4,11 +4,14 @@
 //! Coordinator calls take `&mut ProxySession`, sometimes two at once, so sessions and the
 //! coordinator must live together. Connection tasks lock the hub for short, non-async
 //! critical sections (feed input, drain events, route bytes into bounded queues) and never
-//! hold it across an `.await`; socket writes happen outside, from queues the hub fills.
+//! hold it across an `.await`; socket writes happen outside, from queues the hub fills. A VM
+//! connection's task leaves its `Waker` here when it has nothing to write: queuing output for
+//! it wakes it (no channel or `Notify` per idle VM).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -116,11 +119,21 @@ struct VmConn {
     vm: Option<VmId>,
     /// VM output that arrived before the connection identified (bounded).
     unbound: BytesMut,
-    wake: Arc<Notify>,
+    /// The connection's task, when it waits for something to write.
+    waker: Option<Waker>,
     /// The writer should close the socket once its queue is drained.
     close: bool,
     peer: SocketAddr,
     tls: bool,
+}
+
+impl VmConn {
+    /// Tells the connection's task there is something to write (or to close).
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// One client connection.
@@ -281,7 +294,6 @@ impl Hub {
         &mut self,
         peer: SocketAddr,
         tls: bool,
-        wake: Arc<Notify>,
     ) -> Result<SessionId, Refused> {
         if self.shutting_down {
             return Err(Refused::ShuttingDown);
@@ -300,14 +312,13 @@ impl Hub {
                 ..ProxyConfig::default()
             },
         );
-        wake.notify_one();
         self.conns.insert(
             id,
             Box::new(VmConn {
                 session,
                 vm: None,
                 unbound: BytesMut::new(),
-                wake,
+                waker: None,
                 close: false,
                 peer,
                 tls,
@@ -325,14 +336,25 @@ impl Hub {
         }
     }
 
-    /// The next write for a VM connection.
-    pub(crate) fn take_vm_transmit(&mut self, sid: SessionId) -> VmTx {
+    /// The next write for a VM connection. On `Idle`, `waker` is woken when there is more,
+    /// and the session gives back the memory it does not use: an idle VM holds no buffer.
+    pub(crate) fn take_vm_transmit(&mut self, sid: SessionId, waker: &Waker) -> VmTx {
         match self.conns.get_mut(&sid) {
             None => VmTx::Close,
             Some(conn) => match conn.session.poll_transmit() {
                 Some(bytes) => VmTx::Write(bytes),
                 None if conn.close || conn.session.is_closed() => VmTx::Close,
-                None => VmTx::Idle,
+                None => {
+                    match &mut conn.waker {
+                        Some(held) if held.will_wake(waker) => {}
+                        held => *held = Some(waker.clone()),
+                    }
+                    conn.session.shrink_to_fit();
+                    if conn.unbound.is_empty() {
+                        conn.unbound = BytesMut::new();
+                    }
+                    VmTx::Idle
+                }
             },
         }
     }
@@ -363,10 +385,10 @@ impl Hub {
 
     fn drop_conn(&mut self, now: Instant, sid: SessionId) {
         self.holding.remove(&sid);
-        let Some(conn) = self.conns.remove(&sid) else {
+        let Some(mut conn) = self.conns.remove(&sid) else {
             return;
         };
-        conn.wake.notify_one();
+        conn.wake();
         if let Some(entry) = conn.vm.and_then(|vm| self.vms.get_mut(&vm)) {
             if entry.active == Some(sid) {
                 entry.active = None;
@@ -469,9 +491,9 @@ impl Hub {
                 _ => {}
             }
         }
-        if let Some(conn) = self.conns.get(&sid) {
+        if let Some(conn) = self.conns.get_mut(&sid) {
             if conn.session.pending_transmit_len() > 0 {
-                conn.wake.notify_one();
+                conn.wake();
             }
         }
     }
@@ -529,7 +551,7 @@ impl Hub {
                     let unbound = match self.conns.get_mut(&dest) {
                         Some(d) => {
                             d.vm = Some(vm);
-                            d.wake.notify_one();
+                            d.wake();
                             d.unbound.split()
                         }
                         None => BytesMut::new(),
@@ -1002,7 +1024,7 @@ impl Hub {
         }
         conn.session
             .send_command(vspc_proto::vspc_telnet::Command::Break);
-        conn.wake.notify_one();
+        conn.wake();
         InputResult::Sent
     }
 
@@ -1023,7 +1045,7 @@ impl Hub {
             }
             match conn.session.send_data(data) {
                 Ok(()) => {
-                    conn.wake.notify_one();
+                    conn.wake();
                     client.bytes_in += data.len() as u64;
                     self.metrics.bytes_to_vm += data.len() as u64;
                     if let Some(entry) = self.vms.get_mut(&vm) {
@@ -1177,7 +1199,7 @@ impl Hub {
         }
         for conn in self.conns.values_mut() {
             conn.close = true;
-            conn.wake.notify_one();
+            conn.wake();
         }
         self.flush_logs();
     }

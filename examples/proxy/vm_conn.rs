@@ -1,4 +1,6 @@
-//! One task pair per VM connection: the reader feeds the hub, the writer drains the session.
+//! One task per VM connection: it feeds what it reads to the hub and writes what the hub's
+//! session queues, from a single `poll` (no split stream, no second task, no channel): an
+//! idle VM costs one small task, its socket and its hub entry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,34 +8,119 @@ use std::time::{Duration, Instant};
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::Notify;
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 use vspc_backing::KeepIdle;
+use vspc_proto::SessionId;
 
 use super::hub::VmTx;
 use super::Shared;
 
-/// Read size: a VM sends little at a time; 16 KiB covers a burst in one read.
+/// Read size: a VM sends little at a time; 16 KiB covers a burst in one read. The buffer
+/// lives on the stack of the poll that finds data ready and is copied out at its length, so
+/// an idle connection holds no read buffer at all.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// One read, into a buffer on the stack of the poll that finds data ready, copied out at its
-/// length: an idle connection's task holds no read buffer at all (a `BytesMut` kept across
-/// the await cost 16 KiB per idle VM).
-async fn read_some<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Bytes> {
-    std::future::poll_fn(|cx| {
-        let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut read = ReadBuf::uninit(&mut buf);
-        match Pin::new(&mut *reader).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => Poll::Pending,
+/// Where a VM connection's task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and writing.
+    Open,
+    /// The hub said close: write what was taken, flush, send FIN.
+    Closing,
+    /// FIN sent: read (and hand to the hub, which ignores a dropped connection) until the VM
+    /// closes too, so that closing with unread bytes does not reset what it has yet to read.
+    Draining,
+}
+
+/// The state of one VM connection's task between polls.
+struct VmLink<S> {
+    shared: Arc<Shared>,
+    sid: SessionId,
+    stream: S,
+    /// The write in progress (what the socket has not taken yet).
+    out: Option<Bytes>,
+    /// Written since the last flush (TLS buffers inside the stream).
+    unflushed: bool,
+    phase: Phase,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
+    /// Writes until the session has nothing more or the socket is full. Ready when the
+    /// connection is finished with (closed by the hub and shut down, or a write failed).
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.phase == Phase::Open {
+            if self.out.is_none() {
+                match self.shared.lock().take_vm_transmit(self.sid, cx.waker()) {
+                    VmTx::Write(bytes) => self.out = Some(bytes),
+                    VmTx::Close => self.phase = Phase::Closing,
+                    VmTx::Idle => break,
+                }
+                continue;
+            }
+            let Some(out) = self.out.as_mut() else {
+                break;
+            };
+            match Pin::new(&mut self.stream).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(()),
+                Poll::Ready(Ok(written)) => {
+                    self.unflushed = true;
+                    out.advance(written);
+                    if out.is_empty() {
+                        self.out = None;
+                    }
+                }
+                Poll::Ready(Err(error)) => {
+                    tracing::info!(%error, "VM connection write failed");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
-    })
-    .await
+        if self.unflushed {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.phase == Phase::Closing {
+            match Pin::new(&mut self.stream).poll_shutdown(cx) {
+                Poll::Ready(_) => self.phase = Phase::Draining,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Drives the connection until the VM closes it, a socket call fails, or the hub closed
+    /// it and the VM acknowledged.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.poll_write_side(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut buf);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    let bytes = Bytes::copy_from_slice(read.filled());
+                    self.shared
+                        .lock()
+                        .vm_input(Instant::now(), self.sid, &bytes);
+                }
+                Poll::Ready(Err(error)) => {
+                    tracing::info!(%error, "VM connection read failed");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// TCP keepalive after ESXi's keepIdle model: idle `keepIdle`, then 5 probes every
@@ -55,10 +142,9 @@ pub(crate) fn set_keepalive(stream: &tokio::net::TcpStream, keep_idle_secs: u32)
 /// Serves one VM connection (plain or TLS) until it closes.
 pub(crate) async fn serve_vm<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, tls: bool)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let wake = Arc::new(Notify::new());
-    let registered = shared.lock().register_vm_conn(peer, tls, wake.clone());
+    let registered = shared.lock().register_vm_conn(peer, tls);
     let sid = match registered {
         Ok(sid) => sid,
         Err(refused) => {
@@ -69,73 +155,19 @@ where
     let span = tracing::info_span!("vm", session = sid.0, %peer, tls);
     async move {
         tracing::info!("VM connected");
-        let (mut reader, writer) = tokio::io::split(stream);
-        let writer_task =
-            tokio::spawn(vm_writer(shared.clone(), sid, writer, wake.clone()).in_current_span());
-        let mut stop = shared.stop.subscribe();
-        let mut stopping = false;
-        loop {
-            let read = tokio::select! {
-                read = read_some(&mut reader) => read,
-                _ = stop.wait_for(|stop| *stop) => {
-                    stopping = true;
-                    break;
-                }
-            };
-            match read {
-                Ok(bytes) if bytes.is_empty() => break,
-                Ok(bytes) => {
-                    shared.lock().vm_input(Instant::now(), sid, &bytes);
-                }
-                Err(error) => {
-                    tracing::info!(%error, "VM connection read failed");
-                    break;
-                }
-            }
-        }
-        if stopping {
-            // Shutdown: the writer sends what is queued, then closes (bounded wait).
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
-        } else {
-            // The peer is gone: nothing more can be written to it.
-            writer_task.abort();
-        }
+        let mut link = VmLink {
+            shared: shared.clone(),
+            sid,
+            stream,
+            out: None,
+            unflushed: false,
+            phase: Phase::Open,
+        };
+        std::future::poll_fn(|cx| link.poll(cx)).await;
         shared.lock().vm_closed(Instant::now(), sid);
     }
     .instrument(span)
     .await;
-}
-
-async fn vm_writer<W>(
-    shared: Arc<Shared>,
-    sid: vspc_proto::SessionId,
-    mut writer: W,
-    wake: Arc<Notify>,
-) where
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        let next = shared.lock().take_vm_transmit(sid);
-        match next {
-            VmTx::Write(bytes) => {
-                if let Err(error) = writer.write_all(&bytes).await {
-                    tracing::info!(%error, "VM connection write failed");
-                    return;
-                }
-            }
-            VmTx::Close => {
-                let _ = writer.flush().await;
-                let _ = writer.shutdown().await;
-                return;
-            }
-            VmTx::Idle => {
-                if writer.flush().await.is_err() {
-                    return;
-                }
-                wake.notified().await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ pub enum ProxyEvent {
     /// Serial data from the VM (delivered from the first byte, identified or not).
     Data(Bytes),
     /// A VM-VC-UUID, VM-NAME, VM-BIOS-UUID or VM-LOCATION-UUID arrived: the identity so far.
-    Identified(Identity),
+    Identified(Box<Identity>),
     /// The VM's KNOWN-SUBOPTIONS-1 list.
     KnownSuboptions(Vec<Command>),
     /// DO-PROXY arrived and was answered (WILL-PROXY when `accepted`, else WONT-PROXY).
@@ -433,7 +433,7 @@ impl ProxySession {
 
     fn identified(&mut self) {
         self.events
-            .push_back(ProxyEvent::Identified(self.identity.clone()));
+            .push_back(ProxyEvent::Identified(Box::new(self.identity.clone())));
     }
 
     fn error(&mut self, error: ProtocolError) {
@@ -620,6 +620,21 @@ impl ProxySession {
     /// Bytes queued for the VM and not yet polled (for backpressure).
     pub fn pending_transmit_len(&self) -> usize {
         self.telnet.pending_transmit_len()
+    }
+
+    /// Frees what the session holds and does not use: drained event and transmit queues, the
+    /// telnet decoder's subnegotiation buffer between subnegotiations. A concentrator holding
+    /// thousands of idle VMs calls it when a connection goes quiet (events and transmits
+    /// drained); after a handshake it takes the session's heap from about 2.2 KiB to a few
+    /// hundred bytes (`tests/footprint.rs`). Nothing observable changes.
+    pub fn shrink_to_fit(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.held.is_empty() {
+            self.held = BytesMut::new();
+        }
+        self.telnet.shrink_to_fit();
     }
 
     /// Client data for the VM. Sent at once, except during a vMotion (from GOAHEAD to

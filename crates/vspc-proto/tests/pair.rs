@@ -102,7 +102,7 @@ fn identification_events_in_arrival_order() {
         .proxy_events(id)
         .into_iter()
         .filter_map(|e| match e {
-            ProxyEvent::Identified(i) => Some(i),
+            ProxyEvent::Identified(i) => Some(*i),
             _ => None,
         })
         .collect();

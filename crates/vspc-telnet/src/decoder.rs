@@ -134,6 +134,14 @@ impl Decoder {
         matches!(self.state, State::Data | State::AfterCr)
     }
 
+    /// Frees the subnegotiation buffer when no subnegotiation is in progress (it keeps its
+    /// capacity between subnegotiations so that steady-state decoding allocates nothing).
+    pub fn shrink_to_fit(&mut self) {
+        if self.is_idle() {
+            self.sb_buffer = Vec::new();
+        }
+    }
+
     /// Decodes the next event from `input` and advances `input` past it.
     ///
     /// Returns `None` once `input` is exhausted. Data borrows `input`; a subnegotiation

@@ -132,6 +132,11 @@ impl Negotiator {
         }
     }
 
+    /// Frees the spare capacity of the option table.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.policy

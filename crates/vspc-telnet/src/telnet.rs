@@ -323,6 +323,22 @@ impl Telnet {
         self.outbound.len()
     }
 
+    /// Frees what the endpoint holds and does not use: an empty transmit queue's buffer, the
+    /// subnegotiation buffer between subnegotiations, spare table capacity. For applications
+    /// holding many idle connections: call it when a connection goes quiet (its transmit
+    /// queue drained). Nothing observable changes; the next send or subnegotiation allocates
+    /// afresh.
+    pub fn shrink_to_fit(&mut self) {
+        if self.outbound.is_empty() {
+            self.outbound = BytesMut::new();
+        }
+        if self.deferred.is_empty() {
+            self.deferred = Vec::new();
+        }
+        self.decoder.shrink_to_fit();
+        self.negotiator.shrink_to_fit();
+    }
+
     /// Whether the decoder is between items, not inside a command or subnegotiation.
     pub fn is_decoder_idle(&self) -> bool {
         self.decoder.is_idle()
