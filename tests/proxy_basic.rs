@@ -287,3 +287,41 @@ async fn a_client_break_reaches_the_vm_in_order_and_read_only_clients_cannot_sen
     assert_eq!(input_with_breaks(&vm), "abc|BRK|def|BRK|g");
     proxy.shutdown().await;
 }
+
+/// An entry whose VM stays away longer than the linger time is removed and its clients told;
+/// one whose VM came back within it stays, and its later absence is timed afresh.
+#[tokio::test]
+async fn entries_linger_then_go() {
+    let mut config = Config::ephemeral();
+    config.vm.linger_secs = 1;
+    let proxy = start(config).await;
+    let gone = TestVm::start(port_config(1, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    let back = TestVm::start(port_config(2, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00001").await;
+    identified(&proxy, "vm-00002").await;
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.expect(b"ro or excl: ").await;
+    client.select("vm-00001").await;
+
+    let started = std::time::Instant::now();
+    gone.with(|vm, now| vm.set_connected(now, false)).unwrap();
+    back.with(|vm, now| vm.set_connected(now, false)).unwrap();
+    wait_snapshot(
+        "both away",
+        || proxy.snapshot(),
+        |s| vms(s).iter().all(|vm| vm["state"] == "disconnected"),
+    )
+    .await;
+    back.with(|vm, now| vm.set_connected(now, true)).unwrap();
+    client
+        .expect(b"[vspc: the VM did not come back; closing]\r\n")
+        .await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let snapshot = proxy.snapshot();
+    assert!(!has_vm(&snapshot, "vm-00001"), "{snapshot}");
+    assert!(has_vm(&snapshot, "vm-00002"), "{snapshot}");
+    // The returned VM's earlier absence is not held against it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(has_vm(&proxy.snapshot(), "vm-00002"));
+    proxy.shutdown().await;
+}

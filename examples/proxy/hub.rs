@@ -31,6 +31,9 @@ pub(crate) type VmId = u64;
 /// Index of a client connection.
 pub(crate) type ClientId = u64;
 
+/// How often lingering entries expire and console logs are flushed.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 /// How many vMotion records a VM keeps.
 const MAX_HISTORY: usize = 32;
 
@@ -221,6 +224,13 @@ pub(crate) struct Hub {
     clients: HashMap<ClientId, ClientReg>,
     /// Sessions holding client data for a vMotion: the only ones with a deadline.
     holding: HashSet<SessionId>,
+    /// VMs that disconnected, oldest first, for the linger expiry (an entry that came back
+    /// is skipped when its turn comes): the timer never walks every VM.
+    lingering: VecDeque<(Instant, VmId)>,
+    /// VMs whose console log was written since the last flush.
+    unflushed_logs: HashSet<VmId>,
+    /// When the once-a-second housekeeping (linger expiry, log flush) is next due.
+    next_housekeeping: Instant,
     next_session: u64,
     next_vm: VmId,
     next_client: ClientId,
@@ -272,6 +282,9 @@ impl Hub {
             by_key: HashMap::new(),
             clients: HashMap::new(),
             holding: HashSet::new(),
+            lingering: VecDeque::new(),
+            unflushed_logs: HashSet::new(),
+            next_housekeeping: Instant::now() + HOUSEKEEPING,
             next_session: 1,
             next_vm: 1,
             next_client: 1,
@@ -393,6 +406,7 @@ impl Hub {
             if entry.active == Some(sid) {
                 entry.active = None;
                 entry.state = VmState::Disconnected { since: now };
+                self.lingering.push_back((now, entry.id));
                 tracing::info!(vm = entry.id, name = %entry.name, "VM disconnected; entry kept for a reconnect");
             }
         }
@@ -712,6 +726,7 @@ impl Hub {
                 )))
             });
             log.write(bytes);
+            self.unflushed_logs.insert(vm);
         }
         if entry.clients.is_empty() {
             return;
@@ -1089,7 +1104,7 @@ impl Hub {
 
     /// The next instant the timer task must run at.
     pub(crate) fn next_deadline(&self, now: Instant) -> Instant {
-        let tick = now + Duration::from_secs(1);
+        let tick = self.next_housekeeping.max(now);
         self.holding
             .iter()
             .filter_map(|sid| self.conns.get(sid)?.session.poll_timeout())
@@ -1136,19 +1151,28 @@ impl Hub {
                 self.drop_conn(now, source);
             }
         }
-        let linger = self.config.linger();
-        let gone: Vec<VmId> = self
-            .vms
-            .values()
-            .filter(|e| {
-                matches!(e.state, VmState::Disconnected { since } if now.saturating_duration_since(since) >= linger)
-            })
-            .map(|e| e.id)
-            .collect();
-        for vm in gone {
-            self.remove_vm(vm, "\r\n[vspc: the VM did not come back; closing]\r\n");
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.expire_lingering(now);
+            self.flush_logs();
         }
-        self.flush_logs();
+    }
+
+    /// Removes the entries that stayed disconnected longer than the linger time.
+    fn expire_lingering(&mut self, now: Instant) {
+        let linger = self.config.linger();
+        while let Some(&(since, vm)) = self.lingering.front() {
+            if now.saturating_duration_since(since) < linger {
+                break;
+            }
+            self.lingering.pop_front();
+            let still_away = self.vms.get(&vm).is_some_and(
+                |e| matches!(e.state, VmState::Disconnected { since: s } if s == since),
+            );
+            if still_away {
+                self.remove_vm(vm, "\r\n[vspc: the VM did not come back; closing]\r\n");
+            }
+        }
     }
 
     fn remove_vm(&mut self, vm: VmId, message: &'static str) {
@@ -1170,8 +1194,8 @@ impl Hub {
     }
 
     pub(crate) fn flush_logs(&mut self) {
-        for entry in self.vms.values_mut() {
-            if let Some(log) = &mut entry.log {
+        for vm in self.unflushed_logs.drain() {
+            if let Some(log) = self.vms.get_mut(&vm).and_then(|e| e.log.as_mut()) {
                 log.flush();
             }
         }
