@@ -808,6 +808,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     // GOAHEAD: idle, then while a burst handshakes.
     let mut seq = 0u32;
     let fleet = Arc::new(fleet);
+    eprintln!("  GOAHEAD, idle");
     let idle = sample_goahead(&fleet, cli.samples, None, &mut seq, 0).await;
     row.goahead_idle = (percentile(&idle, 0.5), percentile(&idle, 0.99));
     let burst_done = Arc::new(AtomicBool::new(false));
@@ -832,6 +833,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
             })
         })
     };
+    eprintln!("  GOAHEAD, {} handshaking", cli.burst);
     // Samplers side by side (each one vMotion at a time, on its own VMs): a vMotion's
     // destination connect queues behind the burst, so one sampler alone gets few samples.
     let mut samplers = Vec::new();
@@ -859,6 +861,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
         .flatten()
         .unwrap_or(1);
 
+    eprintln!("  vMotions");
     // vMotions: all at once, clients typing before, during and after.
     let typists_wanted = n.min(100);
     let mut typists = Vec::new();

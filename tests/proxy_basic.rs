@@ -325,3 +325,36 @@ async fn entries_linger_then_go() {
     assert!(has_vm(&proxy.snapshot(), "vm-00002"));
     proxy.shutdown().await;
 }
+
+/// The menu lists a screenful of VM ports and says how many more there are; any of them can
+/// still be selected by name.
+#[tokio::test]
+async fn the_menu_is_a_screenful_and_every_vm_is_selectable() {
+    let proxy = start(Config::ephemeral()).await;
+    let fleet: Vec<TestVm> = (1..=45)
+        .map(|n| TestVm::start(port_config(n, "vSPC.py"), Target::plain(proxy.vm_addrs[0])))
+        .collect();
+    wait_snapshot("45 VMs", || proxy.snapshot(), |s| vms(s).len() == 45).await;
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.expect(b"ro or excl: ").await;
+    let menu = client.menu_seen();
+    let listed = menu.windows(3).filter(|w| w == b"vm-").count();
+    assert_eq!(listed, 40, "{}", String::from_utf8_lossy(&menu));
+    assert!(find(&menu, b"... and 5 more").is_some());
+    // The last VM, past the listing.
+    let last = proxy
+        .snapshot()
+        .get("vms")
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|vm| vm["name"].as_str().map(str::to_owned))
+        .max()
+        .unwrap();
+    client.send(format!("{last}\r\n").as_bytes()).await;
+    client
+        .expect(format!("[vspc: attached to {last} (rw)]").as_bytes())
+        .await;
+    drop(fleet);
+    proxy.shutdown().await;
+}

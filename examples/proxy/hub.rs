@@ -34,6 +34,11 @@ pub(crate) type ClientId = u64;
 /// How often lingering entries expire and console logs are flushed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// How many VM ports the client menu lists: a screenful. Thousands of lines would take the
+/// hub lock for milliseconds on every client connect and help nobody; any VM can still be
+/// selected by number, name or UUID.
+const MENU_ROWS: usize = 40;
+
 /// How many vMotion records a VM keeps.
 const MAX_HISTORY: usize = 32;
 
@@ -863,7 +868,7 @@ impl Hub {
             "VC UUID",
             "state"
         );
-        for entry in self.vms.values() {
+        for entry in self.vms.values().take(MENU_ROWS) {
             let state = match entry.state {
                 VmState::Connected => "up",
                 VmState::Migrating => "moving",
@@ -882,6 +887,12 @@ impl Hub {
                 } else {
                     ""
                 }
+            ));
+        }
+        if self.vms.len() > MENU_ROWS {
+            text.push_str(&format!(
+                "... and {} more (the admin listing has them all)\r\n",
+                self.vms.len() - MENU_ROWS
             ));
         }
         text.push_str("select by number, name[/label] or UUID, then optionally ro or excl: ");
