@@ -102,9 +102,8 @@ pub(crate) struct VmotionRecord {
 /// One serial port of one VM, as clients see it. Survives reconnects and vMotions.
 struct VmEntry {
     id: VmId,
-    key: VmKey,
+    key: Arc<VmKey>,
     name: String,
-    label: String,
     /// Why this entry is flagged (a second live connection claiming a held identity).
     flagged: Option<String>,
     active: Option<SessionId>,
@@ -133,6 +132,13 @@ struct VmConn {
     close: bool,
     peer: SocketAddr,
     tls: bool,
+}
+
+impl VmEntry {
+    /// The short label of the port (see `label_of`).
+    fn label(&self) -> &str {
+        label_of(&self.key.service_uri)
+    }
 }
 
 impl VmConn {
@@ -224,8 +230,11 @@ pub(crate) struct Hub {
     /// keeps up to half its slots empty; boxed, an empty slot costs 16 bytes (heaptrack: the
     /// table's rehash was the largest peak consumer).
     conns: HashMap<SessionId, Box<VmConn>>,
-    vms: BTreeMap<VmId, VmEntry>,
-    by_key: HashMap<VmKey, VmId>,
+    /// Boxed: a B-tree node holds eleven values and is about half full when ids grow, so
+    /// inline entries cost nearly twice their size.
+    vms: BTreeMap<VmId, Box<VmEntry>>,
+    /// The key is shared with the entry's.
+    by_key: HashMap<Arc<VmKey>, VmId>,
     clients: HashMap<ClientId, ClientReg>,
     /// Sessions holding client data for a vMotion: the only ones with a deadline.
     holding: HashSet<SessionId>,
@@ -260,16 +269,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The short label of a service URI: the value of `port=` when present (VMware's kit names
 /// ports that way), otherwise the whole URI.
-fn label_of(service_uri: &str) -> String {
+fn label_of(service_uri: &str) -> &str {
     service_uri
         .split_once('?')
-        .and_then(|(_, query)| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("port="))
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| service_uri.to_owned())
+        .and_then(|(_, query)| query.split('&').find_map(|kv| kv.strip_prefix("port=")))
+        .unwrap_or(service_uri)
 }
 
 impl Hub {
@@ -664,18 +668,18 @@ impl Hub {
     ) -> VmId {
         let id = self.next_vm;
         self.next_vm += 1;
-        let label = label_of(&key.service_uri);
-        tracing::info!(vm = id, session = sid.0, uuid = %key.uuid, %label, %name, "new VM");
+        let key = Arc::new(key);
+        tracing::info!(vm = id, session = sid.0, uuid = %key.uuid,
+            label = label_of(&key.service_uri), %name, "new VM");
         if index {
             self.by_key.insert(key.clone(), id);
         }
         self.vms.insert(
             id,
-            VmEntry {
+            Box::new(VmEntry {
                 id,
                 key,
                 name,
-                label,
                 flagged,
                 active: Some(sid),
                 state: VmState::Connected,
@@ -689,7 +693,7 @@ impl Hub {
                 history: VecDeque::new(),
                 sticky: None,
                 sticky_task: None,
-            },
+            }),
         );
         if let Some(tx) = &self.sticky_tx {
             // Never blocks under the hub lock; the binder drains promptly, so a full queue
@@ -726,7 +730,7 @@ impl Hub {
                     &self.config.log.name,
                     name,
                     &entry.key.uuid,
-                    &entry.label,
+                    label_of(&entry.key.service_uri),
                     entry.id,
                 )))
             });
@@ -874,7 +878,7 @@ impl Hub {
                 VmState::Migrating => "moving",
                 VmState::Disconnected { .. } => "away",
             };
-            let name = format!("{}/{}", entry.name, entry.label);
+            let name = format!("{}/{}", entry.name, entry.label());
             text.push_str(&format!(
                 "{:>3} {:<24.24} {:<36} {:<6} {}{}\r\n",
                 entry.id,
@@ -924,12 +928,13 @@ impl Hub {
         let matches: Vec<&VmEntry> = self
             .vms
             .values()
+            .map(|e| &**e)
             .filter(|e| {
                 e.name == who
                     || (wanted.len() == 32 && compact(&e.key.uuid) == wanted)
                     || e.key.uuid.eq_ignore_ascii_case(who)
             })
-            .filter(|e| label.is_none_or(|l| e.label == l || e.key.service_uri == l))
+            .filter(|e| label.is_none_or(|l| e.label() == l || e.key.service_uri == l))
             .collect();
         let trusted: Vec<&&VmEntry> = matches.iter().filter(|e| e.flagged.is_none()).collect();
         match (trusted.as_slice(), matches.as_slice()) {
@@ -940,7 +945,7 @@ impl Hub {
                 "{selector:?} is ambiguous: pick one of {}",
                 matches
                     .iter()
-                    .map(|e| format!("#{} ({})", e.id, e.label))
+                    .map(|e| format!("#{} ({})", e.id, e.label()))
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -1282,7 +1287,7 @@ impl Hub {
                     "bios_uuid": identity.and_then(|i| i.bios_uuid.as_ref()).map(|u| u.to_string()),
                     "location_uuid": identity.and_then(|i| i.location_uuid.as_ref()).map(|u| u.to_string()),
                     "service_uri": e.key.service_uri,
-                    "label": e.label,
+                    "label": e.label(),
                     "flagged": e.flagged,
                     "state": match e.state {
                         VmState::Connected => "connected",

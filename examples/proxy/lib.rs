@@ -311,7 +311,9 @@ async fn accept_vms(
         let shared = shared.clone();
         match &tls {
             None => {
-                tokio::spawn(vm_conn::serve_vm(shared, stream, peer, false));
+                if let Some(link) = vm_conn::vm_link(shared, stream, peer, false) {
+                    tokio::spawn(link);
+                }
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -320,7 +322,11 @@ async fn accept_vms(
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await;
                     match handshake {
-                        Ok(Ok(stream)) => vm_conn::serve_vm(shared, stream, peer, true).await,
+                        Ok(Ok(stream)) => {
+                            if let Some(link) = vm_conn::vm_link(shared, stream, peer, true) {
+                                link.await;
+                            }
+                        }
                         Ok(Err(error)) => tracing::warn!(%peer, %error, "TLS handshake failed"),
                         Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
                     }
