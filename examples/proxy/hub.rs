@@ -112,12 +112,19 @@ struct VmEntry {
     clients: Vec<ClientId>,
     exclusive: Option<ClientId>,
     scrollback: VecDeque<u8>,
-    log: Option<ConsoleLog>,
+    /// Boxed: most entries never log (no log directory), and a log is 72 bytes.
+    log: Option<Box<ConsoleLog>>,
     bytes_from_vm: u64,
     bytes_to_vm: u64,
     history: VecDeque<VmotionRecord>,
-    sticky: Option<SocketAddr>,
-    sticky_task: Option<tokio::task::AbortHandle>,
+    /// Boxed: only with `--sticky-ports`.
+    sticky: Option<Box<Sticky>>,
+}
+
+/// A VM entry's own client listener.
+struct Sticky {
+    addr: SocketAddr,
+    task: tokio::task::AbortHandle,
 }
 
 /// One VM connection.
@@ -692,7 +699,6 @@ impl Hub {
                 bytes_to_vm: 0,
                 history: VecDeque::new(),
                 sticky: None,
-                sticky_task: None,
             }),
         );
         if let Some(tx) = &self.sticky_tx {
@@ -726,13 +732,13 @@ impl Hub {
                 } else {
                     &entry.name
                 };
-                ConsoleLog::new(dir.join(file_name(
+                Box::new(ConsoleLog::new(dir.join(file_name(
                     &self.config.log.name,
                     name,
                     &entry.key.uuid,
                     label_of(&entry.key.service_uri),
                     entry.id,
-                )))
+                ))))
             });
             log.write(bytes);
             self.unflushed_logs.insert(vm);
@@ -1103,8 +1109,7 @@ impl Hub {
     ) -> bool {
         match self.vms.get_mut(&vm) {
             Some(entry) => {
-                entry.sticky = Some(addr);
-                entry.sticky_task = Some(task);
+                entry.sticky = Some(Box::new(Sticky { addr, task }));
                 true
             }
             None => false,
@@ -1113,7 +1118,9 @@ impl Hub {
 
     #[allow(dead_code)] // for the integration tests
     pub(crate) fn sticky_addr(&self, vm: VmId) -> Option<SocketAddr> {
-        self.vms.get(&vm).and_then(|e| e.sticky)
+        self.vms
+            .get(&vm)
+            .and_then(|e| e.sticky.as_ref().map(|s| s.addr))
     }
 
     // ----- timers -----
@@ -1203,8 +1210,8 @@ impl Hub {
             if self.by_key.get(&entry.key) == Some(&vm) {
                 self.by_key.remove(&entry.key);
             }
-            if let Some(task) = entry.sticky_task {
-                task.abort();
+            if let Some(sticky) = &entry.sticky {
+                sticky.task.abort();
             }
         }
     }
@@ -1302,7 +1309,7 @@ impl Hub {
                     "exclusive": e.exclusive,
                     "bytes_from_vm": e.bytes_from_vm,
                     "bytes_to_vm": e.bytes_to_vm,
-                    "sticky_port": e.sticky.map(|a| a.to_string()),
+                    "sticky_port": e.sticky.as_ref().map(|s| s.addr.to_string()),
                     "log": e.log.as_ref().map(|l| l.path().display().to_string()),
                     "vmotions": e.history,
                 })

@@ -3,8 +3,6 @@
 use core::fmt;
 use core::str::FromStr;
 
-use bytes::Bytes;
-
 /// A 128-bit UUID, with the three textual forms found around vSphere.
 ///
 /// ```
@@ -171,33 +169,26 @@ impl FromStr for Uuid {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VmUuid {
-    raw: Bytes,
-    uuid: Option<Uuid>,
+    /// Exactly what arrived, in an allocation of its own: a held identity pins no larger
+    /// buffer, and 16 bytes inline (the parsed form is recomputed on demand, cheaply).
+    raw: Box<[u8]>,
 }
 
 impl VmUuid {
     /// Wraps the text a VM sent; never fails.
-    pub fn new(raw: impl Into<Bytes>) -> VmUuid {
-        let raw = raw.into();
-        let uuid = Uuid::parse_ascii(&raw).ok();
-        VmUuid { raw, uuid }
+    pub fn new(raw: impl AsRef<[u8]>) -> VmUuid {
+        VmUuid {
+            raw: raw.as_ref().into(),
+        }
     }
 
     /// The text in ESXi's vmx form, as ESXi would send it.
     pub fn from_uuid(uuid: Uuid) -> VmUuid {
-        VmUuid {
-            raw: Bytes::from(uuid.to_vmx()),
-            uuid: Some(uuid),
-        }
+        VmUuid::new(uuid.to_vmx())
     }
 
     /// The bytes exactly as received.
     pub fn raw(&self) -> &[u8] {
-        &self.raw
-    }
-
-    /// The raw bytes, shared.
-    pub fn raw_bytes(&self) -> &Bytes {
         &self.raw
     }
 
@@ -208,24 +199,24 @@ impl VmUuid {
 
     /// The parsed value, if the text is a UUID.
     pub fn uuid(&self) -> Option<Uuid> {
-        self.uuid
+        Uuid::parse_ascii(&self.raw).ok()
     }
 
     /// RFC 4122 text, if the text is a UUID.
     pub fn canonical(&self) -> Option<String> {
-        self.uuid.map(|u| u.to_canonical())
+        self.uuid().map(|u| u.to_canonical())
     }
 
     /// 32 hex digits, if the text is a UUID.
     pub fn compact(&self) -> Option<String> {
-        self.uuid.map(|u| u.to_compact())
+        self.uuid().map(|u| u.to_compact())
     }
 }
 
 impl fmt::Display for VmUuid {
     /// The canonical form when parsed, the lossy raw text otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.uuid {
+        match self.uuid() {
             Some(uuid) => fmt::Display::fmt(&uuid, f),
             None => f.write_str(&String::from_utf8_lossy(&self.raw)),
         }
@@ -244,43 +235,46 @@ impl fmt::Display for VmUuid {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VmName {
-    raw: Bytes,
-    text: String,
+    raw: Box<[u8]>,
+    /// The lossy rendering, only when `raw` is not valid UTF-8 (names almost always are).
+    lossy: Option<Box<str>>,
 }
 
 impl VmName {
     /// Wraps the bytes a VM sent; never fails.
-    pub fn new(raw: impl Into<Bytes>) -> VmName {
-        let raw = raw.into();
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        VmName { raw, text }
+    pub fn new(raw: impl AsRef<[u8]>) -> VmName {
+        let raw: Box<[u8]> = raw.as_ref().into();
+        let lossy = match String::from_utf8_lossy(&raw) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(text) => Some(text.into_boxed_str()),
+        };
+        VmName { raw, lossy }
     }
 
     /// The name, lossily decoded.
     pub fn as_str(&self) -> &str {
-        &self.text
+        match &self.lossy {
+            Some(text) => text,
+            // Valid UTF-8: checked in `new`.
+            None => std::str::from_utf8(&self.raw).unwrap_or_default(),
+        }
     }
 
     /// The bytes exactly as received.
     pub fn raw(&self) -> &[u8] {
         &self.raw
     }
-
-    /// The raw bytes, shared.
-    pub fn raw_bytes(&self) -> &Bytes {
-        &self.raw
-    }
 }
 
 impl From<&str> for VmName {
     fn from(name: &str) -> Self {
-        VmName::new(Bytes::copy_from_slice(name.as_bytes()))
+        VmName::new(name)
     }
 }
 
 impl fmt::Display for VmName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
@@ -307,6 +301,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     const VMX: &str = "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00";
 

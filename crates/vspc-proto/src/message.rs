@@ -340,13 +340,13 @@ impl Message {
             }
             Command::WillProxy => Message::WillProxy,
             Command::WontProxy => Message::WontProxy,
-            Command::VmVcUuid => Message::VmVcUuid(VmUuid::new(owned())),
+            Command::VmVcUuid => Message::VmVcUuid(VmUuid::new(rest)),
             Command::GetVmVcUuid => Message::GetVmVcUuid,
-            Command::VmName => Message::VmName(VmName::new(owned())),
+            Command::VmName => Message::VmName(VmName::new(rest)),
             Command::GetVmName => Message::GetVmName,
-            Command::VmBiosUuid => Message::VmBiosUuid(VmUuid::new(owned())),
+            Command::VmBiosUuid => Message::VmBiosUuid(VmUuid::new(rest)),
             Command::GetVmBiosUuid => Message::GetVmBiosUuid,
-            Command::VmLocationUuid => Message::VmLocationUuid(VmUuid::new(owned())),
+            Command::VmLocationUuid => Message::VmLocationUuid(VmUuid::new(rest)),
             Command::GetVmLocationUuid => Message::GetVmLocationUuid,
             Command::Unknown(command) => Message::Unknown {
                 command,
