@@ -31,7 +31,7 @@ pub fn check(payload: &[u8]) {
         assert_eq!(seen, vec![encoded]);
     }
     // Identity and key helpers never panic either.
-    let id = VmUuid::new(payload.to_vec());
+    let id = VmUuid::new(payload);
     if let Some(uuid) = id.uuid() {
         assert_eq!(uuid.to_vmx().parse::<Uuid>(), Ok(uuid));
         assert_eq!(uuid.to_canonical().parse::<Uuid>(), Ok(uuid));
