@@ -76,8 +76,27 @@ impl Mode {
 /// Identity of a VM port: VC UUID plus the service URI of its DO-PROXY.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct VmKey {
-    uuid: String,
-    service_uri: String,
+    /// The UUID then the service URI, in one allocation; `uuid_len` splits them (and keeps
+    /// the key unambiguous whatever bytes either holds).
+    text: Box<str>,
+    uuid_len: usize,
+}
+
+impl VmKey {
+    fn new(uuid: &str, service_uri: &str) -> VmKey {
+        VmKey {
+            text: [uuid, service_uri].concat().into_boxed_str(),
+            uuid_len: uuid.len(),
+        }
+    }
+
+    fn uuid(&self) -> &str {
+        self.text.get(..self.uuid_len).unwrap_or_default()
+    }
+
+    fn service_uri(&self) -> &str {
+        self.text.get(self.uuid_len..).unwrap_or_default()
+    }
 }
 
 /// Where a VM entry stands.
@@ -116,7 +135,10 @@ struct VmEntry {
     log: Option<Box<ConsoleLog>>,
     bytes_from_vm: u64,
     bytes_to_vm: u64,
-    history: VecDeque<VmotionRecord>,
+    /// The last vMotion records; boxed once there is one (most VMs never move): 8 bytes
+    /// inline instead of an empty deque's 32.
+    #[allow(clippy::box_collection)]
+    history: Option<Box<VecDeque<VmotionRecord>>>,
     /// Boxed: only with `--sticky-ports`.
     sticky: Option<Box<Sticky>>,
 }
@@ -144,7 +166,7 @@ struct VmConn {
 impl VmEntry {
     /// The short label of the port (see `label_of`).
     fn label(&self) -> &str {
-        label_of(&self.key.service_uri)
+        label_of(self.key.service_uri())
     }
 }
 
@@ -232,6 +254,8 @@ pub(crate) enum Refused {
 /// The shared state of the concentrator.
 pub(crate) struct Hub {
     config: Arc<Config>,
+    /// One configuration shared by every session.
+    session_config: Arc<ProxyConfig>,
     coordinator: Coordinator,
     /// Boxed: a `VmConn` (its `ProxySession` inline) is over a kilobyte, and a hash table
     /// keeps up to half its slots empty; boxed, an empty slot costs 16 bytes (heaptrack: the
@@ -290,8 +314,14 @@ impl Hub {
             vmotion_timeout: Duration::from_millis(config.vmotion.timeout_ms),
             ..CoordinatorConfig::default()
         });
+        let session_config = Arc::new(ProxyConfig {
+            max_subnegotiation: config.vm.max_subnegotiation,
+            max_held: config.vm.max_held,
+            ..ProxyConfig::default()
+        });
         Hub {
             config,
+            session_config,
             coordinator,
             conns: HashMap::new(),
             vms: BTreeMap::new(),
@@ -333,14 +363,7 @@ impl Hub {
         }
         let id = SessionId(self.next_session);
         self.next_session += 1;
-        let session = ProxySession::new(
-            id,
-            ProxyConfig {
-                max_subnegotiation: self.config.vm.max_subnegotiation,
-                max_held: self.config.vm.max_held,
-                ..ProxyConfig::default()
-            },
-        );
+        let session = ProxySession::new(id, self.session_config.clone());
         self.conns.insert(
             id,
             Box::new(VmConn {
@@ -530,10 +553,11 @@ impl Hub {
 
     fn record(&mut self, vm: Option<VmId>, event: String, sequence: &[u8]) {
         if let Some(entry) = vm.and_then(|vm| self.vms.get_mut(&vm)) {
-            if entry.history.len() >= MAX_HISTORY {
-                entry.history.pop_front();
+            let history = entry.history.get_or_insert_with(Box::default);
+            if history.len() >= MAX_HISTORY {
+                history.pop_front();
             }
-            entry.history.push_back(VmotionRecord {
+            history.push_back(VmotionRecord {
                 at: unix_now(),
                 event,
                 sequence: hex(sequence),
@@ -616,10 +640,10 @@ impl Hub {
         if !request.accepted {
             return;
         }
-        let key = VmKey {
-            uuid: uuid.canonical().unwrap_or_else(|| uuid.raw_lossy()),
-            service_uri: String::from_utf8_lossy(&request.service_uri).into_owned(),
-        };
+        let key = VmKey::new(
+            &uuid.canonical().unwrap_or_else(|| uuid.raw_lossy()),
+            &String::from_utf8_lossy(&request.service_uri),
+        );
         let name = identity
             .name
             .as_ref()
@@ -648,7 +672,7 @@ impl Hub {
                     "identity of vm #{original} is held by live session {}: served separately",
                     held_by.map_or(0, |s| s.0)
                 );
-                tracing::warn!(session = sid.0, %peer, uuid = %key.uuid, "second live connection claims a held identity without a vMotion secret: {reason}");
+                tracing::warn!(session = sid.0, %peer, uuid = %key.uuid(), "second live connection claims a held identity without a vMotion secret: {reason}");
                 self.new_entry(sid, key, name, Some(reason), false)
             }
             None => self.new_entry(sid, key, name, None, true),
@@ -676,8 +700,8 @@ impl Hub {
         let id = self.next_vm;
         self.next_vm += 1;
         let key = Arc::new(key);
-        tracing::info!(vm = id, session = sid.0, uuid = %key.uuid,
-            label = label_of(&key.service_uri), %name, "new VM");
+        tracing::info!(vm = id, session = sid.0, uuid = %key.uuid(),
+            label = label_of(key.service_uri()), %name, "new VM");
         if index {
             self.by_key.insert(key.clone(), id);
         }
@@ -697,7 +721,7 @@ impl Hub {
                 log: None,
                 bytes_from_vm: 0,
                 bytes_to_vm: 0,
-                history: VecDeque::new(),
+                history: None,
                 sticky: None,
             }),
         );
@@ -728,15 +752,15 @@ impl Hub {
         if let Some(dir) = &self.config.log.dir {
             let log = entry.log.get_or_insert_with(|| {
                 let name = if entry.name.is_empty() {
-                    &entry.key.uuid
+                    entry.key.uuid()
                 } else {
-                    &entry.name
+                    entry.name.as_str()
                 };
                 Box::new(ConsoleLog::new(dir.join(file_name(
                     &self.config.log.name,
                     name,
-                    &entry.key.uuid,
-                    label_of(&entry.key.service_uri),
+                    entry.key.uuid(),
+                    label_of(entry.key.service_uri()),
                     entry.id,
                 ))))
             });
@@ -889,7 +913,7 @@ impl Hub {
                 "{:>3} {:<24.24} {:<36} {:<6} {}{}\r\n",
                 entry.id,
                 name,
-                entry.key.uuid,
+                entry.key.uuid(),
                 state,
                 entry.clients.len(),
                 if entry.flagged.is_some() {
@@ -937,10 +961,10 @@ impl Hub {
             .map(|e| &**e)
             .filter(|e| {
                 e.name == who
-                    || (wanted.len() == 32 && compact(&e.key.uuid) == wanted)
-                    || e.key.uuid.eq_ignore_ascii_case(who)
+                    || (wanted.len() == 32 && compact(e.key.uuid()) == wanted)
+                    || e.key.uuid().eq_ignore_ascii_case(who)
             })
-            .filter(|e| label.is_none_or(|l| e.label() == l || e.key.service_uri == l))
+            .filter(|e| label.is_none_or(|l| e.label() == l || e.key.service_uri() == l))
             .collect();
         let trusted: Vec<&&VmEntry> = matches.iter().filter(|e| e.flagged.is_none()).collect();
         match (trusted.as_slice(), matches.as_slice()) {
@@ -1290,10 +1314,10 @@ impl Hub {
                 serde_json::json!({
                     "id": e.id,
                     "name": e.name,
-                    "vc_uuid": e.key.uuid,
+                    "vc_uuid": e.key.uuid(),
                     "bios_uuid": identity.and_then(|i| i.bios_uuid.as_ref()).map(|u| u.to_string()),
                     "location_uuid": identity.and_then(|i| i.location_uuid.as_ref()).map(|u| u.to_string()),
-                    "service_uri": e.key.service_uri,
+                    "service_uri": e.key.service_uri(),
                     "label": e.label(),
                     "flagged": e.flagged,
                     "state": match e.state {
@@ -1311,7 +1335,7 @@ impl Hub {
                     "bytes_to_vm": e.bytes_to_vm,
                     "sticky_port": e.sticky.as_ref().map(|s| s.addr.to_string()),
                     "log": e.log.as_ref().map(|l| l.path().display().to_string()),
-                    "vmotions": e.history,
+                    "vmotions": e.history.as_deref().unwrap_or(&VecDeque::new()),
                 })
             })
             .collect();

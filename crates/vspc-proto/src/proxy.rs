@@ -205,6 +205,8 @@ pub enum ProxyEvent {
 struct Hold {
     sequence: Bytes,
     deadline: Instant,
+    /// Client data held until the vMotion ends.
+    held: BytesMut,
 }
 
 /// This connection as a vMotion destination. The states of a vMotion under way are boxed:
@@ -282,7 +284,8 @@ const Q_LOCATION: u8 = 8;
 #[derive(Debug)]
 pub struct ProxySession {
     id: SessionId,
-    config: ProxyConfig,
+    /// Shared when the application passes one `Arc` to every session.
+    config: Arc<ProxyConfig>,
     telnet: Telnet,
     events: VecDeque<ProxyEvent>,
     identity: Identity,
@@ -290,10 +293,10 @@ pub struct ProxySession {
     ks2_sent: bool,
     queried: u8,
     proxy_request: Option<ProxyRequest>,
-    begin_request: Option<Bytes>,
+    /// Boxed: a BEGIN awaiting its answer is rare and brief.
+    begin_request: Option<Box<Bytes>>,
     /// Boxed: only a vMotion source under way has one.
     hold: Option<Box<Hold>>,
-    held: BytesMut,
     peer: Peer,
     claim_unanswered: bool,
     migrated_to: Option<SessionId>,
@@ -303,7 +306,12 @@ pub struct ProxySession {
 
 impl ProxySession {
     /// A session for a new VM connection; the opening offers are queued for transmission.
-    pub fn new(id: SessionId, config: ProxyConfig) -> Self {
+    ///
+    /// `config` is a [`ProxyConfig`] or an `Arc<ProxyConfig>`: a concentrator holding many
+    /// connections passes clones of one `Arc`, and each session keeps a pointer rather than
+    /// a copy.
+    pub fn new(id: SessionId, config: impl Into<Arc<ProxyConfig>>) -> Self {
+        let config = config.into();
         let mut policy = Policy::new()
             .accept_both(option::BINARY)
             .accept_both(option::SGA)
@@ -334,7 +342,6 @@ impl ProxySession {
             proxy_request: None,
             begin_request: None,
             hold: None,
-            held: BytesMut::new(),
             peer: Peer::None,
             claim_unanswered: false,
             migrated_to: None,
@@ -473,7 +480,7 @@ impl ProxySession {
                     .push_back(ProxyEvent::UnknownSuboptionReported(command));
             }
             Message::VmotionBegin { sequence } => {
-                self.begin_request = Some(sequence.clone());
+                self.begin_request = Some(Box::new(sequence.clone()));
                 self.events.push_back(ProxyEvent::VmotionBegin { sequence });
             }
             Message::VmotionPeer(key) => {
@@ -509,16 +516,16 @@ impl ProxySession {
                 _ => self.error(ProtocolError::OutOfSequence(Command::VmotionComplete)),
             },
             Message::VmotionAbort => {
-                if let Some(hold) = self.hold.take() {
+                if let Some(mut hold) = self.hold.take() {
                     self.begin_request = None;
-                    let released = self.release_held();
+                    let released = self.release(&mut hold.held);
                     self.events.push_back(ProxyEvent::VmotionAbort {
                         sequence: hold.sequence,
                         released,
                     });
                 } else if let Some(sequence) = self.begin_request.take() {
                     self.events.push_back(ProxyEvent::VmotionAbort {
-                        sequence,
+                        sequence: *sequence,
                         released: 0,
                     });
                 } else {
@@ -589,24 +596,23 @@ impl ProxySession {
         }
     }
 
-    /// Queues the held client data to the VM; returns how many bytes.
-    fn release_held(&mut self) -> usize {
-        let held = self.held.split();
+    /// Queues held client data to the VM; returns how many bytes.
+    fn release(&mut self, held: &mut BytesMut) -> usize {
         if !held.is_empty() {
-            self.telnet.send_data(&held);
+            self.telnet.send_data(held);
         }
         held.len()
     }
 
     /// Fires the vMotion deadline if it has passed (see [`ProxyEvent::VmotionExpired`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(hold) = &self.hold {
-            if hold.deadline <= now {
-                let sequence = hold.sequence.clone();
-                self.hold = None;
-                let released = self.release_held();
-                self.events
-                    .push_back(ProxyEvent::VmotionExpired { sequence, released });
+        if self.hold.as_ref().is_some_and(|hold| hold.deadline <= now) {
+            if let Some(mut hold) = self.hold.take() {
+                let released = self.release(&mut hold.held);
+                self.events.push_back(ProxyEvent::VmotionExpired {
+                    sequence: hold.sequence,
+                    released,
+                });
             }
         }
     }
@@ -640,9 +646,6 @@ impl ProxySession {
         if self.events.is_empty() {
             self.events = VecDeque::new();
         }
-        if self.held.is_empty() {
-            self.held = BytesMut::new();
-        }
         self.telnet.shrink_to_fit();
     }
 
@@ -653,15 +656,15 @@ impl ProxySession {
         if let Some(dest) = self.migrated_to {
             return Err(SendError::MigratedTo(dest));
         }
-        if self.hold.is_some() {
-            let held = self.held.len();
+        if let Some(hold) = &mut self.hold {
+            let held = hold.held.len();
             if held.saturating_add(data.len()) > self.config.max_held {
                 return Err(SendError::HoldFull {
                     held,
                     limit: self.config.max_held,
                 });
             }
-            self.held.extend_from_slice(data);
+            hold.held.extend_from_slice(data);
             return Ok(());
         }
         if self.closed {
@@ -705,7 +708,7 @@ impl ProxySession {
 
     /// Client bytes currently held.
     pub fn held_len(&self) -> usize {
-        self.held.len()
+        self.hold.as_ref().map_or(0, |hold| hold.held.len())
     }
 
     /// The sequence of the vMotion this connection is the source of (GOAHEAD sent).
@@ -744,7 +747,7 @@ impl ProxySession {
     // ---- used by the coordinator ----
 
     pub(crate) fn pending_begin(&self) -> Option<&Bytes> {
-        self.begin_request.as_ref()
+        self.begin_request.as_deref()
     }
 
     pub(crate) fn has_hold(&self) -> bool {
@@ -754,17 +757,27 @@ impl ProxySession {
     pub(crate) fn go_ahead(&mut self, key: &VmotionKey, sequence: Bytes, deadline: Instant) {
         self.begin_request = None;
         self.send_message(&Message::VmotionGoahead(key.clone()));
-        self.hold = Some(Box::new(Hold { sequence, deadline }));
+        // A hold being replaced (a new BEGIN after a claimed one) keeps its data, in order.
+        let held = self.hold.take().map(|hold| hold.held).unwrap_or_default();
+        self.hold = Some(Box::new(Hold {
+            sequence,
+            deadline,
+            held,
+        }));
     }
 
     /// NOTNOW for the pending BEGIN; `keep_hold` keeps an earlier vMotion that a peer already
     /// claimed, otherwise any earlier hold is released.
     pub(crate) fn not_now(&mut self, keep_hold: bool) {
         if let Some(sequence) = self.begin_request.take() {
-            self.send_message(&Message::VmotionNotNow { sequence });
+            self.send_message(&Message::VmotionNotNow {
+                sequence: *sequence,
+            });
         }
-        if !keep_hold && self.hold.take().is_some() {
-            self.release_held();
+        if !keep_hold {
+            if let Some(mut hold) = self.hold.take() {
+                self.release(&mut hold.held);
+            }
         }
     }
 
@@ -842,10 +855,9 @@ impl ProxySession {
 
     /// Source side of a completed vMotion: hands the held data over.
     pub(crate) fn hand_over(&mut self, dest: SessionId) -> BytesMut {
-        self.hold = None;
         self.begin_request = None;
         self.migrated_to = Some(dest);
-        self.held.split()
+        self.hold.take().map(|hold| hold.held).unwrap_or_default()
     }
 
     /// Destination side of a completed vMotion: the held data goes out first.
