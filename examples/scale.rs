@@ -963,6 +963,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     row.verified = format!("{exact}/{} exact, {lost} B lost", typists_wanted);
     drop(typists);
 
+    eprintln!("  streams");
     // Streams, with the fleet still held.
     let total = cli.stream_mib << 20;
     if let Some((mbps, ok)) = stream(&proxy, 2_000_000, 1, total).await {

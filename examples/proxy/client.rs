@@ -91,6 +91,46 @@ pub(crate) async fn serve_client(
     .await;
 }
 
+/// Writes every chunk, as many as the socket takes per call (one `writev` for a queue of
+/// small chunks, where a write each cost a system call each).
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    chunks: &mut [Bytes],
+) -> std::io::Result<()> {
+    /// Slices per call (Linux takes up to 1024; the kernel copies them all anyway).
+    const MAX_SLICES: usize = 64;
+    let mut at = 0;
+    loop {
+        while chunks.get(at).is_some_and(|chunk| chunk.is_empty()) {
+            at += 1;
+        }
+        if at == chunks.len() {
+            return Ok(());
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = chunks[at..]
+            .iter()
+            .take(MAX_SLICES)
+            .map(|chunk| std::io::IoSlice::new(chunk))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        drop(slices);
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let Some(chunk) = chunks.get_mut(at) else {
+                break;
+            };
+            let take = written.min(chunk.len());
+            bytes::Buf::advance(chunk, take);
+            written -= take;
+            if chunk.is_empty() {
+                at += 1;
+            }
+        }
+    }
+}
+
 async fn client_writer<W>(
     shared: Arc<Shared>,
     cid: ClientId,
@@ -103,20 +143,17 @@ async fn client_writer<W>(
     loop {
         let next = shared.lock().take_client_output(cid);
         match next {
-            ClientTx::Write(chunks) => {
-                for chunk in chunks {
-                    // A client being dropped may have stopped reading: `kill` abandons the
-                    // write so the task ends even when the socket buffer is full.
-                    tokio::select! {
-                        result = writer.write_all(&chunk) => {
-                            if result.is_err() {
-                                return;
-                            }
+            ClientTx::Write(mut chunks) => {
+                // A client being dropped may have stopped reading: `kill` abandons the write
+                // so the task ends even when the socket buffer is full.
+                tokio::select! {
+                    result = write_chunks(&mut writer, &mut chunks) => {
+                        if result.is_err() {
+                            return;
                         }
-                        _ = kill.notified() => {
-                            kill.notify_one();
-                            break;
-                        }
+                    }
+                    _ = kill.notified() => {
+                        kill.notify_one();
                     }
                 }
             }

@@ -463,7 +463,7 @@ impl Hub {
             let vm = conn.vm;
             match event {
                 ProxyEvent::Data(bytes) => match vm {
-                    Some(vm) => self.vm_output(vm, &bytes),
+                    Some(vm) => self.vm_output(vm, bytes),
                     None => {
                         let room = self
                             .config
@@ -611,7 +611,7 @@ impl Hub {
                         None => BytesMut::new(),
                     };
                     if !unbound.is_empty() {
-                        self.vm_output(vm, &unbound);
+                        self.vm_output(vm, unbound.freeze());
                     }
                 }
                 self.record(vm, "complete".to_owned(), &[]);
@@ -685,7 +685,7 @@ impl Hub {
             None => BytesMut::new(),
         };
         if !unbound.is_empty() {
-            self.vm_output(vm, &unbound);
+            self.vm_output(vm, unbound.freeze());
         }
     }
 
@@ -736,7 +736,7 @@ impl Hub {
     }
 
     /// VM output: scrollback, log, then every attached client's bounded queue.
-    fn vm_output(&mut self, vm: VmId, bytes: &[u8]) {
+    fn vm_output(&mut self, vm: VmId, bytes: Bytes) {
         let scrollback = self.config.client.scrollback;
         let Some(entry) = self.vms.get_mut(&vm) else {
             return;
@@ -764,15 +764,21 @@ impl Hub {
                     entry.id,
                 ))))
             });
-            log.write(bytes);
+            log.write(&bytes);
             self.unflushed_logs.insert(vm);
         }
         if entry.clients.is_empty() {
             return;
         }
-        let mut encoded = BytesMut::with_capacity(bytes.len() + 16);
-        encode_data(bytes, true, &mut encoded);
-        let encoded = encoded.freeze();
+        // Clients see BINARY data: only 0xFF needs escaping, and without one the read
+        // buffer's bytes go out as they are (no copy).
+        let encoded = if memchr::memchr(0xff, &bytes).is_none() {
+            bytes
+        } else {
+            let mut encoded = BytesMut::with_capacity(bytes.len() + 16);
+            encode_data(&bytes, true, &mut encoded);
+            encoded.freeze()
+        };
         for cid in entry.clients.clone() {
             self.queue_client(cid, encoded.clone());
         }
