@@ -280,8 +280,10 @@ pub(crate) struct Hub {
     next_vm: VmId,
     next_client: ClientId,
     metrics: Metrics,
-    /// Wakes the timer task when a new deadline may be earlier than the one it sleeps to.
+    /// Wakes the timer task when a new deadline is earlier than the one it sleeps to.
     timer: Arc<Notify>,
+    /// What the timer task sleeps to (see `next_deadline`).
+    timer_at: Instant,
     /// VMs waiting for a sticky listener (the sticky task binds it outside the lock).
     sticky_tx: Option<tokio::sync::mpsc::Sender<VmId>>,
     shutting_down: bool,
@@ -331,6 +333,7 @@ impl Hub {
             lingering: VecDeque::new(),
             unflushed_logs: HashSet::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
+            timer_at: Instant::now(),
             next_session: 1,
             next_vm: 1,
             next_client: 1,
@@ -490,7 +493,19 @@ impl Hub {
                     let event = match &outcome {
                         BeginOutcome::GoAhead { .. } => {
                             self.holding.insert(sid);
-                            self.timer.notify_one();
+                            // Every vMotion gets the same timeout, so a new deadline is
+                            // rarely the earliest: wake the timer only when it is (each wake
+                            // walks the held sessions).
+                            let deadline = conn
+                                .session
+                                .poll_timeout()
+                                .into_iter()
+                                .chain(self.coordinator.poll_timeout())
+                                .min();
+                            if let Some(at) = deadline.filter(|at| *at < self.timer_at) {
+                                self.timer_at = at;
+                                self.timer.notify_one();
+                            }
                             self.metrics.vmotion_goahead += 1;
                             "goahead".to_owned()
                         }
@@ -1155,14 +1170,16 @@ impl Hub {
 
     // ----- timers -----
 
-    /// The next instant the timer task must run at.
-    pub(crate) fn next_deadline(&self, now: Instant) -> Instant {
+    /// The next instant the timer task must run at; the task sleeps to it.
+    pub(crate) fn next_deadline(&mut self, now: Instant) -> Instant {
         let tick = self.next_housekeeping.max(now);
-        self.holding
+        self.timer_at = self
+            .holding
             .iter()
             .filter_map(|sid| self.conns.get(sid)?.session.poll_timeout())
             .chain(self.coordinator.poll_timeout())
-            .fold(tick, Instant::min)
+            .fold(tick, Instant::min);
+        self.timer_at
     }
 
     /// Fires due deadlines: held data released at vMotion expiry, expired keys, VM entries
