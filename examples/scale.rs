@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --examples
-//! cargo run --release --example scale -- --vms 100,1000,10000
+//! target/release/examples/scale --vms 100,1000,10000 --burst 5000
 //! ```
 //!
 //! Figures, for each fleet size N (a fresh proxy each time):
