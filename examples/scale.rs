@@ -12,9 +12,10 @@
 //! - handshakes/s: N VMs connect at once (at most `--connecting` connects in flight), wall
 //!   time from the first connect to the proxy listing all N;
 //! - GOAHEAD p50/p99: on the VM side, from writing VMOTION-BEGIN to reading GOAHEAD, one
-//!   vMotion at a time on held VMs; idle, then while `--burst` more VMs handshake (the
-//!   burst's generator runs at SCHED_IDLE so that it cannot starve the measuring VM of CPU
-//!   on a small machine; its achieved handshake rate is printed beside the figure);
+//!   vMotion at a time on 16 held probe VMs (on a runtime of their own thread); idle, then
+//!   while `--burst` more VMs handshake (the burst's generator runs at SCHED_IDLE so that it
+//!   cannot starve the probes of CPU on a small machine; its achieved handshake rate is
+//!   printed beside the figure);
 //! - vMotions/s: all N VMs vMotion at once; every one must complete, and up to 100 clients
 //!   type a pattern before, during and after, which the VMs verify byte for byte;
 //! - RSS per idle VM: the proxy's VmRSS growth from no VM to N idle VMs, divided by N;
@@ -65,9 +66,6 @@ struct Cli {
     /// GOAHEAD samples (each phase).
     #[arg(long, default_value_t = 400)]
     samples: usize,
-    /// GOAHEAD samplers side by side while the burst handshakes (each one vMotion at a time).
-    #[arg(long, default_value_t = 1)]
-    samplers: usize,
     /// Threads of the burst's load generator (at SCHED_IDLE).
     #[arg(long, default_value_t = 1)]
     burst_threads: usize,
@@ -748,6 +746,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[at].as_secs_f64() * 1e3
 }
 
+/// VMs that only sample GOAHEAD (one vMotion at a time, spread over them), on a runtime of
+/// their own thread: the wake-up of the VM that reads GOAHEAD then never waits behind the
+/// fleet's 10,000 tasks or the burst's (p50 idle 0.055-0.07 -> 0.045-0.063 ms).
+const PROBES: u64 = 16;
+
 /// Runs the calling thread at SCHED_IDLE: the load generator of the GOAHEAD-under-load
 /// figure. On a 2-core machine a CPU-bound generator (its `connect` calls carry the kernel's
 /// loopback work) otherwise delays the sampling VMs' own wake-ups by a scheduler slice, and
@@ -832,14 +835,39 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     row.rss_per_vm = rss1.saturating_sub(rss0) as f64 / n as f64;
 
     // GOAHEAD: idle, then while a burst handshakes.
-    let mut seq = 0u32;
     let fleet = Arc::new(fleet);
     eprintln!("  GOAHEAD, idle");
-    let idle = sample_goahead(&fleet, cli.samples, None, &mut seq, 0).await;
-    row.goahead_idle = (percentile(&idle, 0.5), percentile(&idle, 0.99));
     let burst_done = Arc::new(AtomicBool::new(false));
+    let (idle_tx, idle_rx) = std::sync::mpsc::channel::<Vec<Duration>>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let probes = {
+        let (addr, done, samples) = (proxy.vm, burst_done.clone(), cli.samples);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let limit = Arc::new(Semaphore::new(PROBES as usize));
+                let probes = Fleet::start(3_000_000, PROBES, addr, &limit).await;
+                let mut seq = 0u32;
+                let idle = sample_goahead(&probes, samples, None, &mut seq, 0).await;
+                idle_tx.send(idle).ok()?;
+                tokio::task::spawn_blocking(move || go_rx.recv_timeout(WAIT).ok())
+                    .await
+                    .ok()??;
+                let busy = sample_goahead(&probes, samples, Some(&done), &mut seq, 0).await;
+                let errors = probes.stop().await;
+                Some((busy, errors))
+            })
+        })
+    };
+    let idle = tokio::task::spawn_blocking(move || idle_rx.recv_timeout(WAIT).unwrap_or_default())
+        .await
+        .unwrap_or_default();
+    row.goahead_idle = (percentile(&idle, 0.5), percentile(&idle, 0.99));
     // The burst runs on a runtime of its own, at SCHED_IDLE (see `idle_priority`): in the
-    // samplers' runtime, a VM that read GOAHEAD would wait its turn behind thousands of
+    // probes' runtime, a VM that read GOAHEAD would wait its turn behind thousands of
     // handshaking tasks, and the figure would be the bench's queue, not the proxy's answer.
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let burst = {
@@ -866,23 +894,22 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
         })
     };
     eprintln!("  GOAHEAD, {} handshaking", cli.burst);
-    // Samplers (each one vMotion at a time, on its own VMs). One by default, as in the idle
-    // phase: 16 side by side measured their own 16 concurrent vMotions (each with its
-    // destination's handshake) more than the burst (p50 0.5-0.8 ms against 0.06 ms alone).
-    let mut samplers = Vec::new();
-    for sampler in 0..cli.samplers {
-        let (fleet, done) = (fleet.clone(), burst_done.clone());
-        let count = cli.samples / cli.samplers.max(1);
-        samplers.push(tokio::spawn(async move {
-            let mut seq = (sampler as u32 + 1) << 20;
-            sample_goahead(&fleet, count, Some(&done), &mut seq, sampler * 1009).await
-        }));
-    }
+    // The probes sample one vMotion at a time, as when idle: 16 samplers side by side
+    // measured their own 16 concurrent vMotions (each with its destination's handshake) more
+    // than the burst (p50 0.5-0.8 ms against 0.06 ms alone).
+    let _ = go_tx.send(());
     let mut busy = Vec::new();
-    for sampler in samplers {
-        busy.extend(sampler.await.unwrap_or_default());
+    match tokio::task::spawn_blocking(move || probes.join().ok().flatten())
+        .await
+        .ok()
+        .flatten()
+    {
+        Some((samples, errors)) => {
+            busy = samples;
+            row.errors += errors;
+        }
+        None => row.errors += 1,
     }
-    busy.sort();
     // (The sampled VMs connect their destinations through the fleet's limiter, which the
     // burst does not use: see `Fleet::start`.)
     row.busy_samples = busy.len();
