@@ -122,7 +122,13 @@ impl Cli {
     }
 }
 
-#[tokio::main]
+/// One worker thread: every connection's work goes through the hub's one lock, so a second
+/// worker mostly waited for it and passed wake-ups across cores. On the 2-core machine at
+/// 10,000 VMs, GOAHEAD p99 while 5,000 more VMs handshake was 0.22-0.47 ms with two workers,
+/// 0.10-0.18 ms with one (six runs), with handshakes/s (11,000), vMotions/s and stream
+/// throughput unchanged; a `current_thread` runtime was as fast but less steady (0.11-1.2 ms).
+/// See `examples/scale.rs`.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
