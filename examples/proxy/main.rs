@@ -74,6 +74,9 @@ struct Cli {
     /// vMotion expiry in milliseconds.
     #[arg(long)]
     vmotion_timeout_ms: Option<u64>,
+    /// Tokio worker threads (default 1; see `[runtime]` in the configuration).
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
     /// Log filter (tracing EnvFilter syntax; RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -118,18 +121,14 @@ impl Cli {
         if let Some(ms) = self.vmotion_timeout_ms {
             config.vmotion.timeout_ms = ms;
         }
+        if let Some(threads) = self.worker_threads {
+            config.runtime.worker_threads = threads;
+        }
         Ok(config)
     }
 }
 
-/// One worker thread: every connection's work goes through the hub's one lock, so a second
-/// worker mostly waited for it and passed wake-ups across cores. On the 2-core machine at
-/// 10,000 VMs, GOAHEAD p99 while 5,000 more VMs handshake was 0.22-0.47 ms with two workers,
-/// 0.10-0.18 ms with one (six runs), with handshakes/s (11,000), vMotions/s and stream
-/// throughput unchanged; a `current_thread` runtime was as fast but less steady (0.11-1.2 ms).
-/// See `examples/scale.rs`.
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
@@ -150,6 +149,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One worker by default (see `RuntimeConfig`): on the 2-core machine at 10,000 VMs,
+    // GOAHEAD p99 while 5,000 more VMs handshake was 0.22-0.47 ms with two workers and
+    // 0.10-0.18 ms with one, other figures unchanged; a `current_thread` runtime was as fast
+    // but less steady (0.11-1.2 ms). See `examples/scale.rs`.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.worker_threads.max(1))
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     let (reopen_tx, reopen_rx) = tokio::sync::mpsc::channel(4);
     let shutdown = async move {
         let mut term =
