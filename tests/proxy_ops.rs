@@ -432,3 +432,66 @@ async fn sighup_reopens_logs_and_sigterm_shuts_down_gracefully() {
     assert_eq!(std::fs::read(&log).unwrap(), b"two\r\nthree \xff\r\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Past `vm.max_connections` a VM connection is closed at once and counted; past
+/// `client.max_clients` a client is told why and closed. Those already in are undisturbed, and
+/// a slot freed is usable again.
+#[tokio::test]
+async fn connection_caps_refuse_the_excess_and_spare_the_rest() {
+    let mut config = Config::ephemeral();
+    config.vm.max_connections = 2;
+    config.client.max_clients = 1;
+    let proxy = Proxy::start(config).await.unwrap();
+    let first = TestVm::start(vm_config(51), Target::plain(proxy.vm_addrs[0]));
+    let second = TestVm::start(vm_config(52), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00051").await;
+    identified(&proxy, "vm-00052").await;
+
+    // A third VM connection: closed without a byte.
+    let mut third = tokio::net::TcpStream::connect(proxy.vm_addrs[0])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, third.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // One client is served; a second is told and closed.
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.select("vm-00051").await;
+    let mut refused = TestClient::connect(proxy.client_addr).await;
+    refused
+        .expect(b"vspc: connection limit (1) reached\r\n")
+        .await;
+    refused.expect_closed().await;
+
+    let (_, metrics) = http_get(proxy.admin_addr.unwrap(), "/metrics").await;
+    for line in [
+        "vspc_vm_connections_refused_total 1\n",
+        "vspc_client_connections_refused_total 1\n",
+        "vspc_vm_connections 2\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} not in\n{metrics}");
+    }
+    // Those in are undisturbed.
+    first.with(|vm, _| vm.send_serial(b"still here")).unwrap();
+    client.expect_exact(b"still here").await;
+
+    // A freed VM slot is usable again.
+    drop(second);
+    wait_snapshot(
+        "vm-00052 away",
+        || proxy.snapshot(),
+        |s| {
+            vms(s)
+                .iter()
+                .any(|vm| vm["name"] == "vm-00052" && vm["state"] != "connected")
+        },
+    )
+    .await;
+    let again = TestVm::start(vm_config(53), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00053").await;
+    drop(again);
+    proxy.shutdown().await;
+}
