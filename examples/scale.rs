@@ -256,6 +256,21 @@ enum Wake {
     Timer,
 }
 
+/// Connects to `addr` from a loopback address of VM `n`'s own (127.0.0.2 to 127.0.0.254)
+/// when `addr` is on loopback: with 20,000 connections from one address, the kernel's search
+/// for a free ephemeral port took 30% of the load generator's CPU and bounded vMotions/s.
+async fn connect_from(n: u64, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            let last = 2 + (n % 253) as u8;
+            socket.bind(SocketAddr::from(([127, 0, 0, last], 0)))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
 /// One VM: a lean driver of the sans-IO emulator (no read buffer held while idle, one task).
 async fn run_vm(
     n: u64,
@@ -281,7 +296,7 @@ async fn run_vm(
                     }
                     let connect = async {
                         let _permit = limit.acquire().await.ok()?;
-                        let stream = TcpStream::connect(addr).await.ok()?;
+                        let stream = connect_from(n, addr).await.ok()?;
                         stream.set_nodelay(true).ok()?;
                         Some(stream)
                     };
