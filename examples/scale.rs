@@ -913,20 +913,20 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     // measured their own 16 concurrent vMotions (each with its destination's handshake) more
     // than the burst (p50 0.5-0.8 ms against 0.06 ms alone).
     let _ = go_tx.send(());
-    let mut busy = Vec::new();
-    match tokio::task::spawn_blocking(move || probes.join().ok().flatten())
+    let busy = match tokio::task::spawn_blocking(move || probes.join().ok().flatten())
         .await
         .ok()
         .flatten()
     {
         Some((samples, errors)) => {
-            busy = samples;
             row.errors += errors;
+            samples
         }
-        None => row.errors += 1,
-    }
-    // (The sampled VMs connect their destinations through the fleet's limiter, which the
-    // burst does not use: see `Fleet::start`.)
+        None => {
+            row.errors += 1;
+            Vec::new()
+        }
+    };
     row.busy_samples = busy.len();
     row.goahead_busy = (percentile(&busy, 0.5), percentile(&busy, 0.99));
     let _ = release_tx.send(());

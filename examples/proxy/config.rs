@@ -44,8 +44,9 @@ pub(crate) struct Config {
 pub(crate) struct RuntimeConfig {
     /// Tokio worker threads. One by default: all connection work goes through the hub's one
     /// lock, and a second worker mostly waited for it (GOAHEAD p99 under a handshake storm
-    /// 0.10-0.18 ms with one, 0.22-0.47 with two); more can help when many telnets (TLS)
-    /// handshakes arrive at once, whose cryptography runs outside the lock.
+    /// 0.10-0.18 ms with one, 0.22-0.47 with two; a `current_thread` runtime was as fast but
+    /// less steady, 0.11-1.2 ms); more can help when many telnets (TLS) handshakes arrive at
+    /// once, whose cryptography runs outside the lock.
     pub(crate) worker_threads: usize,
 }
 

@@ -149,10 +149,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One worker by default (see `RuntimeConfig`): on the 2-core machine at 10,000 VMs,
-    // GOAHEAD p99 while 5,000 more VMs handshake was 0.22-0.47 ms with two workers and
-    // 0.10-0.18 ms with one, other figures unchanged; a `current_thread` runtime was as fast
-    // but less steady (0.11-1.2 ms). See `examples/scale.rs`.
+    // One worker unless configured: see `RuntimeConfig` for why.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.runtime.worker_threads.max(1))
         .enable_all()

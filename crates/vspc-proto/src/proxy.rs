@@ -606,14 +606,12 @@ impl ProxySession {
 
     /// Fires the vMotion deadline if it has passed (see [`ProxyEvent::VmotionExpired`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.hold.as_ref().is_some_and(|hold| hold.deadline <= now) {
-            if let Some(mut hold) = self.hold.take() {
-                let released = self.release(&mut hold.held);
-                self.events.push_back(ProxyEvent::VmotionExpired {
-                    sequence: hold.sequence,
-                    released,
-                });
-            }
+        if let Some(mut hold) = self.hold.take_if(|hold| hold.deadline <= now) {
+            let released = self.release(&mut hold.held);
+            self.events.push_back(ProxyEvent::VmotionExpired {
+                sequence: hold.sequence,
+                released,
+            });
         }
     }
 
