@@ -81,6 +81,7 @@
 
 mod command;
 mod coordinator;
+mod endpoint;
 mod identity;
 mod message;
 mod proxy;
@@ -91,6 +92,9 @@ pub use command::Command;
 pub use coordinator::{
     BeginOutcome, ClaimOutcome, CloseOutcome, CompleteOutcome, Coordinator, CoordinatorConfig,
     CoordinatorEvent, NotNowReason, OsRandom, RejectReason, SecretError, SecretSource,
+};
+pub use endpoint::{
+    Answer, CloseReason, Endpoint, EndpointConfig, EndpointEvent, EndpointSendError,
 };
 pub use identity::{Identity, Uuid, UuidError, VmName, VmUuid};
 pub use message::{Direction, Message, MessageError, VmotionKey, VMWARE_EXT};
