@@ -1,0 +1,73 @@
+//! The concentrator's bounds and policies.
+
+use std::time::Duration;
+
+/// Configuration of a [`Concentrator`](crate::Concentrator). Every bound it enforces is
+/// here; the defaults suit a concentrator holding 10,000 VMs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConcentratorConfig {
+    /// Cap on simultaneous VM connections; beyond it a connection is refused.
+    pub max_vm_connections: usize,
+    /// Cap on one telnet subnegotiation from a VM, in bytes.
+    pub max_subnegotiation: usize,
+    /// Cap on client bytes held for a VM during a vMotion.
+    pub max_held: usize,
+    /// Cap on bytes queued toward one VM before its writers are paused (backpressure).
+    pub max_pending_to_vm: usize,
+    /// Cap on VM output kept for a connection that has not identified yet (the excess is
+    /// dropped and counted).
+    pub max_unbound: usize,
+    /// How long a VM entry (clients, scrollback) is kept after its connection went away,
+    /// waiting for a reconnect.
+    pub linger: Duration,
+    /// Answer VMOTION-BEGIN with GOAHEAD (`false`: always NOTNOW).
+    pub allow_vmotion: bool,
+    /// How long a vMotion may stay pending after GOAHEAD.
+    pub vmotion_timeout: Duration,
+    /// Length of minted vMotion secrets.
+    pub secret_len: usize,
+    /// Cap on simultaneous clients.
+    pub max_clients: usize,
+    /// Cap on bytes queued toward one client; beyond it the client is dropped with a message.
+    pub output_budget: usize,
+    /// Cap on client input waiting for its VM (decoded bytes); the driver stops reading a
+    /// client whose input waits ([`Concentrator::client_wants_input`]), so this only bounds
+    /// one read's worth; what exceeds it is discarded and counted.
+    ///
+    /// [`Concentrator::client_wants_input`]: crate::Concentrator::client_wants_input
+    pub max_pending_input: usize,
+    /// Bytes of VM output replayed to a client that attaches.
+    pub scrollback: usize,
+    /// Report every VM's output as [`Event::Console`](crate::Event::Console) (for console
+    /// logs and subscribers). Off, output goes only to attached clients.
+    pub console_events: bool,
+    /// How many VM ports the client menu lists (any VM stays selectable by number, name or
+    /// UUID): a screenful, because a menu of thousands of lines helps nobody.
+    pub menu_rows: usize,
+    /// How many vMotion records a VM keeps.
+    pub vmotion_history: usize,
+}
+
+impl Default for ConcentratorConfig {
+    fn default() -> Self {
+        ConcentratorConfig {
+            max_vm_connections: 10_000,
+            max_subnegotiation: vspc_proto::vspc_telnet::DEFAULT_MAX_SUBNEGOTIATION,
+            max_held: 1 << 20,
+            max_pending_to_vm: 256 * 1024,
+            max_unbound: 64 * 1024,
+            linger: Duration::from_secs(300),
+            allow_vmotion: true,
+            vmotion_timeout: Duration::from_secs(30),
+            secret_len: 8,
+            max_clients: 1000,
+            output_budget: 1 << 20,
+            max_pending_input: 64 * 1024,
+            scrollback: 16 * 1024,
+            console_events: false,
+            menu_rows: 40,
+            vmotion_history: 32,
+        }
+    }
+}
