@@ -6,6 +6,10 @@
 #![deny(missing_docs)]
 
 pub use vspc_backing as backing;
+pub use vspc_concentrator as concentrator;
 pub use vspc_emulator as emulator;
 pub use vspc_proto as proto;
+/// The tokio server (feature `server`).
+#[cfg(feature = "server")]
+pub use vspc_server as server;
 pub use vspc_telnet as telnet;

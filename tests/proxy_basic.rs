@@ -1,19 +1,16 @@
-//! The concentrator (examples/proxy) over real loopback sockets: emulated VMs connect and
+//! The concentrator (vspc-server, as examples/proxy runs it) over real loopback sockets: emulated VMs connect and
 //! identify, clients select them and see their output byte for byte, type to them, and the
 //! access modes and output bounds are enforced.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../examples/proxy/lib.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod proxy;
 mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use proxy::{Config, Proxy};
 use support::*;
 use vspc_emulator::{EmulatorConfig, EmulatorEvent, VmIdentity};
+use vspc_server::{Server as Proxy, ServerConfig as Config};
 
 async fn start(config: Config) -> Proxy {
     Proxy::start(config).await.expect("proxy starts")

@@ -1,11 +1,8 @@
 //! Operating the concentrator: admin JSON and metrics, telnets with the printed thumbprint,
-//! a real telnet client, hostile VMs, and (against the built example binary) SIGHUP log
+//! a real telnet client, hostile VMs, and (against the example binary, located by cargo) SIGHUP log
 //! reopen and graceful SIGTERM.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../examples/proxy/lib.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod proxy;
 mod support;
 
 use std::net::SocketAddr;
@@ -15,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proxy::{Config, Proxy};
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use vspc_emulator::{Fault, Segmentation, VmIdentity};
+use vspc_server::{Server as Proxy, ServerConfig as Config};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vspc-proxy-{tag}-{}", std::process::id()));
@@ -304,20 +301,36 @@ async fn hostile_vms_disturb_no_other_vm_and_no_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The example binary, built by `cargo test` (target/debug/examples/proxy).
+/// The example binary: cargo says where it is (building it first if needed; `cargo test`
+/// already built it, with the README's flags, so this is normally a no-op).
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|debug| debug.join("examples").join("proxy"))
-        .unwrap();
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--workspace",
+            "--all-features",
+            "--example",
+            "proxy",
+        ])
+        .args(["--message-format=json-render-diagnostics", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
     assert!(
-        path.is_file(),
-        "{} is missing: run `cargo test` (which builds examples) or `cargo build --example proxy` first",
-        path.display()
+        output.status.success(),
+        "cargo build --example proxy failed"
     );
-    path
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == "proxy"
+                && message["target"]["kind"][0] == "example"
+        })
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the example's executable")
 }
 
 fn signal(pid: u32, name: &str) {

@@ -2,19 +2,16 @@
 //! through all of it (byte-exact both ways), plus reconnects and impostors.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../examples/proxy/lib.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod proxy;
 mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use proxy::{Config, Proxy};
 use support::*;
 use vspc_emulator::{
     AbortReason, EmulatorConfig, EmulatorEvent, FinOrder, VmotionOutcome, VmotionPlan,
 };
+use vspc_server::{Server as Proxy, ServerConfig as Config};
 
 fn outcome(vm: &TestVm) -> Option<VmotionOutcome> {
     vm.seen(|s| {

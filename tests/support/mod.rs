@@ -27,7 +27,7 @@ pub fn vm_config(n: u64) -> EmulatorConfig {
 }
 
 /// Waits (bounded) until the proxy lists a VM named `name`.
-pub async fn identified(proxy: &crate::proxy::Proxy, name: &str) {
+pub async fn identified(proxy: &vspc_server::Server, name: &str) {
     wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
 }
 
@@ -378,12 +378,15 @@ impl TestClient {
         let mut checked = 0;
         loop {
             let upto = self.data.len().min(expected.len());
-            assert!(
-                self.data[checked..upto] == expected[checked..upto],
-                "client got {:?}, expected {:?}",
-                String::from_utf8_lossy(&self.data[..upto.min(256)]),
-                String::from_utf8_lossy(&expected[..upto.min(256)])
-            );
+            if let Some(at) = (checked..upto).find(|&i| self.data[i] != expected[i]) {
+                let from = at.saturating_sub(16);
+                panic!(
+                    "client got {:?} at byte {at} of {}, expected {:?}",
+                    String::from_utf8_lossy(&self.data[from..upto.min(at + 64)]),
+                    expected.len(),
+                    String::from_utf8_lossy(&expected[from..upto.min(at + 64)])
+                );
+            }
             checked = upto;
             if self.data.len() >= expected.len() {
                 break;

@@ -1,6 +1,6 @@
 //! Console logs: one file per VM port, appended, reopened on request (SIGHUP).
 //!
-//! Writes go through a `BufWriter` into the page cache while the hub lock is held: that is a
+//! Writes go through a `BufWriter` into the page cache while the hub's lock is held: that is a
 //! memory copy, never a wait on the disk, so it cannot stall the VM path the way an unbounded
 //! queue to a log task could lose bytes under pressure. The timer flushes once a second, and
 //! reopen and shutdown flush before they return.
@@ -16,7 +16,7 @@ pub(crate) struct ConsoleLog {
     file: Option<BufWriter<File>>,
     /// Whether the last open or write failed (logged once, retried on the next write).
     failing: bool,
-    pub(crate) bytes: u64,
+    bytes: u64,
 }
 
 impl ConsoleLog {
@@ -95,7 +95,7 @@ impl Drop for ConsoleLog {
 }
 
 /// Makes a string safe as one path component: only `[A-Za-z0-9._-]` survive.
-pub(crate) fn sanitize(text: &str) -> String {
+pub fn sanitize(text: &str) -> String {
     let cleaned: String = text
         .chars()
         .map(|c| {
@@ -113,8 +113,9 @@ pub(crate) fn sanitize(text: &str) -> String {
     }
 }
 
-/// Renders the configured name scheme.
-pub(crate) fn file_name(scheme: &str, name: &str, uuid: &str, label: &str, id: u64) -> String {
+/// Renders a console log's file name scheme: `{name}`, `{uuid}`, `{label}` and `{id}` are
+/// replaced, each made safe as part of one path component.
+pub fn file_name(scheme: &str, name: &str, uuid: &str, label: &str, id: u64) -> String {
     scheme
         .replace("{name}", &sanitize(name))
         .replace("{uuid}", &sanitize(uuid))

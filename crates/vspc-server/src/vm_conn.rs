@@ -16,14 +16,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use vspc_backing::KeepIdle;
 use vspc_proto::SessionId;
 
-use super::hub::VmTx;
-use super::Shared;
+use vspc_concentrator::VmTransmit;
+
+use crate::Shared;
 
 /// Read size: a VM sends little at a time, but a console can stream, and a 64 KiB read takes
 /// a stream in a quarter of the reads (and hub locks) of 16 KiB. The buffer lives on the
 /// stack of the poll that finds data ready and is copied out at its length, so an idle
 /// connection holds no read buffer at all.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads per poll before the task yields to the runtime.
+const READS_PER_POLL: usize = 4;
 
 /// Where a VM connection's task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +61,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
         while self.phase == Phase::Open {
             if self.out.is_none() {
                 match self.shared.lock().take_vm_transmit(self.sid, cx.waker()) {
-                    VmTx::Write(bytes) => self.out = Some(bytes),
-                    VmTx::Close => self.phase = Phase::Closing,
-                    VmTx::Idle => break,
+                    VmTransmit::Write(bytes) => self.out = Some(bytes),
+                    VmTransmit::Close => self.phase = Phase::Closing,
+                    VmTransmit::Idle => break,
                 }
                 continue;
             }
@@ -101,7 +105,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
     /// Drives the connection until the VM closes it, a socket call fails, or the hub closed
     /// it and the VM acknowledged.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut reads = 0;
         loop {
+            if reads == READS_PER_POLL {
+                // Let the clients' writers run before more output is queued for them: a
+                // client reading at full speed must never look slow because this task read
+                // a whole burst in one scheduling slice.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if self.poll_write_side(cx).is_ready() {
                 return Poll::Ready(());
             }
@@ -110,10 +122,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
             match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {
+                    reads += 1;
                     let bytes = Bytes::copy_from_slice(read.filled());
-                    self.shared
-                        .lock()
-                        .vm_input(Instant::now(), self.sid, &bytes);
+                    let mut hub = self.shared.lock();
+                    hub.core.handle_vm_input(Instant::now(), self.sid, &bytes);
+                    hub.settle();
                 }
                 Poll::Ready(Err(error)) => {
                     tracing::info!(%error, "VM connection read failed");
@@ -125,9 +138,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
     }
 }
 
-/// TCP keepalive after ESXi's keepIdle model: idle `keepIdle`, then 5 probes every
+/// Sets TCP keepalive after ESXi's keepIdle model: idle `keepIdle`, then 5 probes every
 /// keepIdle/100, so a vanished host is noticed within keepIdle x 1.05, as ESXi notices us.
-pub(crate) fn set_keepalive(stream: &tokio::net::TcpStream, keep_idle_secs: u32) {
+pub fn set_keepalive(stream: &tokio::net::TcpStream, keep_idle_secs: u32) {
     let keep_idle = KeepIdle::from_secs(keep_idle_secs);
     let interval = keep_idle.probe_interval().max(Duration::from_secs(1));
     let params = socket2::TcpKeepalive::new()
@@ -154,7 +167,7 @@ pub(crate) fn vm_link<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let registered = shared.lock().register_vm_conn(peer, tls);
+    let registered = shared.lock().core.handle_vm_connect(peer, tls);
     let sid = match registered {
         Ok(sid) => sid,
         Err(refused) => {
@@ -184,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for VmLink<S> {
         let _entered = span.enter();
         let done = link.drive(cx);
         if done.is_ready() {
-            link.shared.lock().vm_closed(Instant::now(), link.sid);
+            link.shared.lock().vm_finished(Instant::now(), link.sid);
         }
         done
     }

@@ -7,9 +7,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-#[path = "lib.rs"]
-mod proxy;
-
 /// jemalloc, as servers holding many connections tend to use: glibc's malloc gave back the
 /// top of its heap after every freed 64 KiB read buffer and faulted the pages in again on
 /// the next read (a single stream ran at 0.7-0.8 GB/s, 1.4-1.7 with jemalloc), and its
@@ -23,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use proxy::Config;
+use vspc_server::{Server, ServerConfig};
 
 /// Command-line flags; each overrides the configuration file.
 #[derive(Debug, Parser)]
@@ -83,10 +80,10 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> Result<Config, proxy::config::ConfigError> {
+    fn into_config(self) -> Result<ServerConfig, vspc_server::ConfigError> {
         let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
         };
         if !self.listen.is_empty() {
             config.vm.listen = self.listen;
@@ -163,35 +160,49 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
-    let (reopen_tx, reopen_rx) = tokio::sync::mpsc::channel(4);
-    let shutdown = async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::error!(%error, "cannot watch SIGTERM");
-                    std::future::pending::<()>().await;
-                    return;
-                }
-            };
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM"); return; }
-                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT"); return; }
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reopening console logs");
-                    let _ = reopen_tx.try_send(());
-                }
-            }
-        }
-    };
-    match proxy::run(config, shutdown, reopen_rx).await {
-        Ok(()) => ExitCode::SUCCESS,
+async fn serve(config: ServerConfig) -> ExitCode {
+    let server = match Server::start(config).await {
+        Ok(server) => server,
         Err(error) => {
             tracing::error!(%error, "cannot start");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    // Printed on stdout, not only logged: operators paste these into the VMs' backings and
+    // scripts read them.
+    for addr in &server.vm_addrs {
+        println!("vm telnet://{addr}");
+    }
+    for (addr, uri) in server.tls_addrs.iter().zip(&server.proxy_uris) {
+        println!("vm telnets {addr} proxyURI {uri}");
+    }
+    println!("clients telnet {}", server.client_addr);
+    if let Some(addr) = server.admin_addr {
+        println!("admin http://{addr}/vms http://{addr}/metrics");
+    }
+    let handle = server.handle();
+    server.run_until(signals(handle)).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT; reopens the console logs on every SIGHUP.
+async fn signals(handle: vspc_server::Handle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot watch signals; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); return; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT"); return; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reopening console logs");
+                handle.reopen_logs();
+            }
         }
     }
 }

@@ -9,16 +9,23 @@ use vspc_backing::Thumbprint;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsError {
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or parsed as PEM.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The certificate file holds no certificate.
     #[error("no certificate in {0}")]
     NoCertificate(PathBuf),
+    /// The key file holds no private key.
     #[error("no private key in {0}")]
     NoKey(PathBuf),
+    /// rustls refused the certificate and key.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

@@ -1,27 +1,51 @@
-//! The concentrator as a library: everything but `main`, so integration tests can start it
-//! in-process on ephemeral ports (`#[path = "../examples/proxy/lib.rs"] mod proxy;`).
+//! A tokio server for VMware virtual serial port concentrators, built on the sans-IO
+//! [`vspc_concentrator::Concentrator`].
 //!
-//! Layout: `hub` owns every `ProxySession`, the `Coordinator`, the VM registry and the
-//! clients behind one `std::sync::Mutex`; `vm_conn` and `client` run one reader and one
-//! writer task per connection; one timer task drives the sans-IO deadlines; `admin` serves
-//! JSON and metrics; `logs` writes console logs; `tls` loads the telnets certificate.
-
-// This module is the IO layer of the sans-IO libraries: reading the clock is its job.
+//! It binds the listeners (VM telnet and telnets, the client selection port, sticky ports,
+//! the admin HTTP port), runs one task per connection, drives the core's deadlines from one
+//! timer task, sets TCP keepalive on VM sockets from ESXi's keepIdle model, writes console
+//! logs, and shuts down gracefully. An embedder gets a [`Handle`]: VM events, console
+//! subscriptions, writes to a VM, listings.
+//!
+//! # The run loop
+//! Every task does the same thing: lock the hub, make **one** call into the core, then
+//! settle (wake the tasks the core named in its wakeups, act on its events, re-arm the timer
+//! if the next deadline moved earlier), unlock; then write or read its socket outside the
+//! lock. Nothing is held across an `.await`.
+//!
+//! # Example: embed a concentrator
+//! ```no_run
+//! use vspc_server::{Server, ServerConfig};
+//!
+//! # async fn demo() -> Result<(), vspc_server::ServerError> {
+//! let server = Server::start(ServerConfig::default()).await?;
+//! let handle = server.handle();
+//! let mut events = handle.vm_events();
+//! tokio::spawn(async move {
+//!     while let Some(event) = events.recv().await {
+//!         println!("{event:?}");
+//!     }
+//! });
+//! server.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Panics
+//! No task panics on any input; a poisoned hub lock is recovered (the core is consistent at
+//! every call boundary).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// This crate is the IO layer of the sans-IO libraries: reading the clock is its job.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "admin.rs"]
 mod admin;
-#[path = "client.rs"]
 mod client;
-#[path = "config.rs"]
-pub(crate) mod config;
-#[path = "hub.rs"]
-pub(crate) mod hub;
-#[path = "logs.rs"]
+mod config;
+mod embed;
+mod hub;
 mod logs;
-#[path = "tls.rs"]
-pub(crate) mod tls;
-#[path = "vm_conn.rs"]
+mod tls;
 mod vm_conn;
 
 use std::net::SocketAddr;
@@ -31,9 +55,19 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use vspc_concentrator::VmId;
 
-pub(crate) use config::Config;
-use hub::{Hub, VmId};
+pub use config::{
+    AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, VmConfig,
+    VmotionConfig,
+};
+pub use embed::{ConsoleChunk, Handle, VmEvent};
+pub use logs::{file_name, sanitize};
+pub use tls::TlsError;
+pub use vm_conn::set_keepalive;
+pub use vspc_concentrator;
+
+use hub::Hub;
 
 /// State shared by every task.
 pub(crate) struct Shared {
@@ -43,42 +77,59 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Locks the hub. A panic while it was held poisons it; the state is still consistent
-    /// at every statement boundary we care about, so carry on rather than take the whole
-    /// concentrator down.
+    /// Locks the hub. A panic while it was held poisons it; the core is consistent at every
+    /// call boundary, so carry on rather than take the whole concentrator down.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Hub> {
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Why the concentrator could not start.
+/// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ProxyError {
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
+    /// The telnets certificate or key could not be loaded.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
 }
 
 /// A running concentrator.
-pub(crate) struct Proxy {
+pub struct Server {
     /// Bound telnet VM listeners.
-    pub(crate) vm_addrs: Vec<SocketAddr>,
+    pub vm_addrs: Vec<SocketAddr>,
     /// Bound telnets VM listeners.
-    pub(crate) tls_addrs: Vec<SocketAddr>,
+    pub tls_addrs: Vec<SocketAddr>,
     /// The client selection port.
-    pub(crate) client_addr: SocketAddr,
+    pub client_addr: SocketAddr,
     /// The admin listener.
-    pub(crate) admin_addr: Option<SocketAddr>,
-    /// `telnets://host:port#thumbprint=...` for each telnets listener.
-    pub(crate) proxy_uris: Vec<String>,
+    pub admin_addr: Option<SocketAddr>,
+    /// `telnets://host:port#thumbprint=...` for each telnets listener: what a VM's backing
+    /// names as its proxyURI.
+    pub proxy_uris: Vec<String>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("vm_addrs", &self.vm_addrs)
+            .field("tls_addrs", &self.tls_addrs)
+            .field("client_addr", &self.client_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Listen backlog: a connect burst of thousands of VMs (a host's VMs after a restart) must
@@ -86,7 +137,13 @@ pub(crate) struct Proxy {
 /// kernel caps it at `net.core.somaxconn`.
 const BACKLOG: u32 = 8192;
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+/// Sticky-port bind requests queued between the hub and the binder task.
+const STICKY_QUEUE: usize = 4096;
+
+/// How often console logs are flushed at the latest.
+const LOG_FLUSH: Duration = Duration::from_secs(1);
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     let listen = || {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
@@ -97,22 +154,22 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
         socket.bind(addr)?;
         socket.listen(BACKLOG)
     };
-    listen().map_err(|source| ProxyError::Bind { addr, source })
+    listen().map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(fallback)
 }
 
-impl Proxy {
-    /// Binds every listener and starts serving.
-    pub(crate) async fn start(config: Config) -> Result<Proxy, ProxyError> {
+impl Server {
+    /// Binds every listener and starts serving (on the current tokio runtime).
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
         let config = Arc::new(config);
         let timer = Arc::new(Notify::new());
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            hub: Mutex::new(Hub::new(config.clone(), timer.clone())),
+            hub: Mutex::new(Hub::new(config.clone(), timer.clone(), Instant::now())),
             stop,
         });
         let mut tasks = Vec::new();
@@ -188,7 +245,7 @@ impl Proxy {
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin: http://{addr}/vms and http://{addr}/metrics");
         }
-        Ok(Proxy {
+        Ok(Server {
             vm_addrs,
             tls_addrs,
             client_addr,
@@ -199,28 +256,38 @@ impl Proxy {
         })
     }
 
-    /// Reopens every console log (after rotation; what SIGHUP does).
-    pub(crate) fn reopen_logs(&self) {
-        self.shared.lock().reopen_logs();
+    /// The embedding handle.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The admin listing, as `GET /vms` returns it.
-    #[allow(dead_code)] // for the integration tests
-    pub(crate) fn snapshot(&self) -> serde_json::Value {
-        self.shared.lock().snapshot()
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.handle().snapshot_json()
     }
 
-    /// The sticky port of a VM (selected as on the client port), once bound.
-    #[allow(dead_code)] // for the integration tests
-    pub(crate) fn sticky_addr(&self, selector: &str) -> Option<SocketAddr> {
-        let hub = self.shared.lock();
-        let vm = hub.resolve(selector).ok()?;
-        hub.sticky_addr(vm)
+    /// The sticky port of the VM a selector names (as on the client port), once bound.
+    pub fn sticky_addr(&self, selector: &str) -> Option<SocketAddr> {
+        let handle = self.handle();
+        handle.sticky_addr(handle.resolve(selector)?)
+    }
+
+    /// Reopens every console log (after rotation; what SIGHUP does).
+    pub fn reopen_logs(&self) {
+        self.handle().reopen_logs();
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        self.shutdown().await;
     }
 
     /// Graceful shutdown: stops accepting, tells every client and closes it, writes what is
     /// queued for VMs, flushes the logs. Bounded by a few seconds.
-    pub(crate) async fn shutdown(self) {
+    pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.shared.lock().shutdown();
         let _ = self.shared.stop.send(true);
@@ -228,7 +295,7 @@ impl Proxy {
         while Instant::now() < deadline {
             let busy = {
                 let hub = self.shared.lock();
-                hub.open_clients() + hub.open_vm_conns()
+                hub.core.open_clients() + hub.core.open_vm_connections()
             };
             if busy == 0 {
                 break;
@@ -243,38 +310,14 @@ impl Proxy {
     }
 }
 
-/// Runs until `shutdown` resolves, reopening logs whenever `reopen` yields.
-pub(crate) async fn run(
-    config: Config,
+/// Starts a server and serves until `shutdown` resolves (mini-redis style).
+pub async fn run(
+    config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
-    mut reopen: tokio::sync::mpsc::Receiver<()>,
-) -> Result<(), ProxyError> {
-    let proxy = Proxy::start(config).await?;
-    // Printed on stdout, not only logged: operators paste these into the VMs' backings and
-    // scripts read them.
-    for addr in &proxy.vm_addrs {
-        println!("vm telnet://{addr}");
-    }
-    for (addr, uri) in proxy.tls_addrs.iter().zip(&proxy.proxy_uris) {
-        println!("vm telnets {addr} proxyURI {uri}");
-    }
-    println!("clients telnet {}", proxy.client_addr);
-    if let Some(addr) = proxy.admin_addr {
-        println!("admin http://{addr}/vms http://{addr}/metrics");
-    }
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(()) = reopen.recv() => proxy.reopen_logs(),
-        }
-    }
-    proxy.shutdown().await;
+) -> Result<(), ServerError> {
+    Server::start(config).await?.run_until(shutdown).await;
     Ok(())
 }
-
-/// Sticky-port bind requests queued between the hub and the binder task.
-const STICKY_QUEUE: usize = 4096;
 
 /// Accepts connections on `listener` until shutdown, handing each to `serve`.
 async fn accept_loop(
@@ -351,8 +394,7 @@ async fn accept_admin(shared: Arc<Shared>, listener: TcpListener) {
     .await;
 }
 
-/// Binds a sticky port for each new VM entry; the port lives as long as the entry (which
-/// lingers `vm.linger_secs` after the VM leaves).
+/// Binds a sticky port for each new VM entry; the port lives as long as the entry.
 async fn sticky_ports(
     shared: Arc<Shared>,
     mut rx: tokio::sync::mpsc::Receiver<VmId>,
@@ -363,32 +405,40 @@ async fn sticky_ports(
         let port = if base == 0 {
             0
         } else {
-            u16::try_from(u64::from(base) + vm - 1).unwrap_or(0)
+            u16::try_from(u64::from(base) + vm.0 - 1).unwrap_or(0)
         };
         let addr = SocketAddr::new(host, port);
         let listener = match TcpListener::bind(addr).await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(vm, %addr, %error, "cannot bind a sticky port");
+                tracing::warn!(vm = vm.0, %addr, %error, "cannot bind a sticky port");
                 continue;
             }
         };
         let bound = local_addr(&listener, addr);
         let task = tokio::spawn(accept_clients(shared.clone(), listener, Some(vm)));
-        if shared.lock().set_sticky(vm, bound, task.abort_handle()) {
-            tracing::info!(vm, addr = %bound, "sticky port");
+        let mut hub = shared.lock();
+        if hub.core.vm(vm).is_some() {
+            hub.sticky.insert(
+                vm,
+                hub::Sticky {
+                    addr: bound,
+                    task: task.abort_handle(),
+                },
+            );
+            tracing::info!(vm = vm.0, addr = %bound, "sticky port");
         } else {
             task.abort();
         }
     }
 }
 
-/// Drives every deadline of the sans-IO state (coordinator, held sessions) plus the
-/// once-a-second housekeeping (log flush, lingering entries).
+/// Drives the core's deadlines (vMotion expiry, lingering entries) and flushes console logs
+/// at least once per `LOG_FLUSH`.
 async fn run_timer(shared: Arc<Shared>, kick: Arc<Notify>) {
     let mut stop = shared.stop.subscribe();
     loop {
-        let next = shared.lock().next_deadline(Instant::now());
+        let next = shared.lock().next_deadline(Instant::now(), LOG_FLUSH);
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = kick.notified() => {}

@@ -1,4 +1,5 @@
-//! Configuration: a TOML file, overridden by command-line flags.
+//! Configuration: what a TOML file holds (every field has a default), and how it maps onto
+//! the core's [`ConcentratorConfig`].
 //!
 //! Every bound the concentrator enforces is here, with a default that suits a loopback
 //! start (`cargo run --example proxy`).
@@ -8,20 +9,29 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use vspc_concentrator::ConcentratorConfig;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not valid TOML for this configuration.
     #[error("invalid configuration in {path}: {source}")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: toml::de::Error,
     },
+    /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -29,25 +39,31 @@ pub(crate) enum ConfigError {
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct Config {
-    pub(crate) vm: VmConfig,
-    pub(crate) client: ClientConfig,
-    pub(crate) admin: AdminConfig,
-    pub(crate) log: LogConfig,
-    pub(crate) vmotion: VmotionConfig,
-    pub(crate) runtime: RuntimeConfig,
+pub struct ServerConfig {
+    /// `[vm]`: VM listeners and per-VM bounds.
+    pub vm: VmConfig,
+    /// `[client]`: the client port and per-client bounds.
+    pub client: ClientConfig,
+    /// `[admin]`: the JSON listing and metrics.
+    pub admin: AdminConfig,
+    /// `[log]`: console logs.
+    pub log: LogConfig,
+    /// `[vmotion]`: vMotion policy.
+    pub vmotion: VmotionConfig,
+    /// `[runtime]`: the async runtime (read by the binary that builds it).
+    pub runtime: RuntimeConfig,
 }
 
 /// The async runtime.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct RuntimeConfig {
+pub struct RuntimeConfig {
     /// Tokio worker threads. One by default: all connection work goes through the hub's one
     /// lock, and a second worker mostly waited for it (GOAHEAD p99 under a handshake storm
     /// 0.10-0.18 ms with one, 0.22-0.47 with two; a `current_thread` runtime was as fast but
     /// less steady, 0.11-1.2 ms); more can help when many telnets (TLS) handshakes arrive at
     /// once, whose cryptography runs outside the lock.
-    pub(crate) worker_threads: usize,
+    pub worker_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -59,80 +75,80 @@ impl Default for RuntimeConfig {
 /// The VM side.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct VmConfig {
+pub struct VmConfig {
     /// Plain telnet listeners for VMs.
-    pub(crate) listen: Vec<SocketAddr>,
+    pub listen: Vec<SocketAddr>,
     /// telnets (TLS from the first byte) listeners for VMs; needs `tls_cert` and `tls_key`.
-    pub(crate) tls_listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
     /// PEM certificate chain for telnets.
-    pub(crate) tls_cert: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key for telnets.
-    pub(crate) tls_key: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Cap on simultaneous VM connections; beyond it a connection is closed at once.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// The keepIdle model (seconds) for TCP keepalive: idle, then 5 probes every keepIdle/100.
-    pub(crate) keep_idle_secs: u32,
+    pub keep_idle_secs: u32,
     /// Cap on one telnet subnegotiation from a VM, in bytes.
-    pub(crate) max_subnegotiation: usize,
+    pub max_subnegotiation: usize,
     /// Cap on client bytes held for a VM during a vMotion.
-    pub(crate) max_held: usize,
+    pub max_held: usize,
     /// Cap on bytes queued toward one VM before its clients are paused (backpressure).
-    pub(crate) max_pending_to_vm: usize,
+    pub max_pending_to_vm: usize,
     /// Cap on VM output kept for a connection that has not identified yet.
-    pub(crate) max_unbound: usize,
+    pub max_unbound: usize,
     /// How long a VM entry (clients, log, sticky port, scrollback) is kept after its
     /// connection went away, waiting for a reconnect.
-    pub(crate) linger_secs: u64,
+    pub linger_secs: u64,
 }
 
 /// The client side.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct ClientConfig {
+pub struct ClientConfig {
     /// The port where a client picks a VM by name or UUID.
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// Give every VM its own port (on `sticky_host`, ephemeral unless `sticky_base` is set).
-    pub(crate) sticky_ports: bool,
+    pub sticky_ports: bool,
     /// Address of sticky ports.
-    pub(crate) sticky_host: std::net::IpAddr,
+    pub sticky_host: std::net::IpAddr,
     /// First sticky port (0: ephemeral ports).
-    pub(crate) sticky_base: u16,
+    pub sticky_base: u16,
     /// Cap on simultaneous clients.
-    pub(crate) max_clients: usize,
+    pub max_clients: usize,
     /// Cap on bytes queued toward one client; beyond it the client is dropped with a message.
-    pub(crate) output_budget: usize,
+    pub output_budget: usize,
     /// Bytes of VM output replayed to a client that joins.
-    pub(crate) scrollback: usize,
+    pub scrollback: usize,
 }
 
 /// The admin listener (JSON listing and Prometheus metrics).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct AdminConfig {
+pub struct AdminConfig {
     /// Where to listen; `None` disables it. Keep it on loopback: it is unauthenticated.
-    pub(crate) listen: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
 }
 
 /// Console logs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct LogConfig {
+pub struct LogConfig {
     /// Directory of console logs; `None` disables them.
-    pub(crate) dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
     /// File name scheme: `{name}`, `{uuid}`, `{label}` and `{id}` are replaced.
-    pub(crate) name: String,
+    pub name: String,
 }
 
 /// vMotion.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct VmotionConfig {
+pub struct VmotionConfig {
     /// Answer VMOTION-BEGIN with GOAHEAD (`false`: always NOTNOW).
-    pub(crate) allow: bool,
+    pub allow: bool,
     /// How long a vMotion may stay pending after GOAHEAD, in milliseconds.
-    pub(crate) timeout_ms: u64,
+    pub timeout_ms: u64,
     /// Length of minted secrets.
-    pub(crate) secret_len: usize,
+    pub secret_len: usize,
 }
 
 impl Default for VmConfig {
@@ -194,29 +210,28 @@ impl Default for VmotionConfig {
     }
 }
 
-impl Config {
+impl ServerConfig {
     /// Reads a TOML file.
-    pub(crate) fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+        ServerConfig::from_toml(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })
     }
 
     /// Parses TOML text.
-    pub(crate) fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+    pub fn from_toml(text: &str) -> Result<ServerConfig, toml::de::Error> {
         toml::from_str(text)
     }
 
     /// Configuration for tests: every listener on an ephemeral loopback port.
-    #[allow(dead_code)] // for the integration tests
-    pub(crate) fn ephemeral() -> Config {
+    pub fn ephemeral() -> ServerConfig {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut config = Config::default();
+        let mut config = ServerConfig::default();
         config.vm.listen = vec![any];
         config.client.listen = any;
         config.admin.listen = Some(any);
@@ -224,7 +239,7 @@ impl Config {
     }
 
     /// Checks what serde cannot.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.vm.listen.is_empty() && self.vm.tls_listen.is_empty() {
             return invalid("no VM listener (vm.listen and vm.tls_listen are empty)");
@@ -252,8 +267,28 @@ impl Config {
         Ok(())
     }
 
-    pub(crate) fn linger(&self) -> Duration {
+    /// How long a VM entry lingers after its VM left.
+    pub fn linger(&self) -> Duration {
         Duration::from_secs(self.vm.linger_secs)
+    }
+
+    /// The core's configuration.
+    pub fn concentrator(&self) -> ConcentratorConfig {
+        let mut core = ConcentratorConfig::default();
+        core.max_vm_connections = self.vm.max_connections;
+        core.max_subnegotiation = self.vm.max_subnegotiation;
+        core.max_held = self.vm.max_held;
+        core.max_pending_to_vm = self.vm.max_pending_to_vm;
+        core.max_unbound = self.vm.max_unbound;
+        core.linger = self.linger();
+        core.allow_vmotion = self.vmotion.allow;
+        core.vmotion_timeout = Duration::from_millis(self.vmotion.timeout_ms);
+        core.secret_len = self.vmotion.secret_len;
+        core.max_clients = self.client.max_clients;
+        core.output_budget = self.client.output_budget;
+        core.scrollback = self.client.scrollback;
+        core.console_events = self.log.dir.is_some();
+        core
     }
 }
 
@@ -263,23 +298,23 @@ mod tests {
 
     #[test]
     fn parses_partial_toml_with_defaults() {
-        let config = Config::from_toml(
+        let config = ServerConfig::from_toml(
             "[vm]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\n[client]\nsticky_ports = true\n",
         )
         .unwrap();
         assert_eq!(config.vm.listen.len(), 2);
         assert!(config.client.sticky_ports);
         assert_eq!(config.client.listen.port(), 13371);
-        assert!(Config::from_toml("[vm]\nbogus = 1\n").is_err());
+        assert!(ServerConfig::from_toml("[vm]\nbogus = 1\n").is_err());
     }
 
     #[test]
     fn one_worker_thread_unless_configured() {
-        assert_eq!(Config::default().runtime.worker_threads, 1);
-        let config = Config::from_toml("[runtime]\nworker_threads = 4\n").unwrap();
+        assert_eq!(ServerConfig::default().runtime.worker_threads, 1);
+        let config = ServerConfig::from_toml("[runtime]\nworker_threads = 4\n").unwrap();
         assert_eq!(config.runtime.worker_threads, 4);
         assert!(config.validate().is_ok());
-        let none = Config::from_toml("[runtime]\nworker_threads = 0\n").unwrap();
+        let none = ServerConfig::from_toml("[runtime]\nworker_threads = 0\n").unwrap();
         assert!(none.validate().is_err());
     }
 }

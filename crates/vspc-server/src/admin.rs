@@ -1,0 +1,275 @@
+//! The admin listener: `GET /vms` (JSON listing) and `GET /metrics` (Prometheus text),
+//! rendered from the core's typed snapshots and counters.
+//!
+//! A deliberately small HTTP/1.1 responder: one request per connection, GET only, bounded
+//! request head, bounded time. It is unauthenticated: keep it on loopback.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vspc_concentrator::{VmId, VmSnapshot};
+
+use crate::hub::Hub;
+use crate::Shared;
+
+const MAX_HEAD: usize = 8 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// VM entries rendered per lock: a listing of thousands of VMs never holds the hub for long.
+pub(crate) const PAGE: usize = 256;
+
+pub(crate) async fn serve_admin(shared: Arc<Shared>, mut stream: TcpStream) {
+    let _ = tokio::time::timeout(TIMEOUT, async {
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || head.len() + n > MAX_HEAD {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (status, content_type, body) = match (method, path) {
+            ("GET", "/vms") => {
+                let body = serde_json::to_string_pretty(&listing(&shared)).unwrap_or_default();
+                ("200 OK", "application/json", body + "\n")
+            }
+            ("GET", "/metrics") => {
+                let text = metrics(&shared.lock());
+                ("200 OK", "text/plain; version=0.0.4", text)
+            }
+            ("GET", _) => ("404 Not Found", "text/plain", "try /vms or /metrics\n".to_owned()),
+            _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// One VM entry as the listing shows it.
+fn vm_json(hub: &Hub, vm: &VmSnapshot) -> Value {
+    let (started, started_wall) = hub.started;
+    let unix = |at: std::time::Instant| {
+        let wall = started_wall + at.saturating_duration_since(started);
+        wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    };
+    let clients: Vec<Value> = vm
+        .clients
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id.0,
+                "peer": c.peer.to_string(),
+                "mode": c.mode,
+                "bytes_out": c.bytes_out,
+                "bytes_in": c.bytes_in,
+                "queued": c.queued,
+            })
+        })
+        .collect();
+    let vmotions: Vec<Value> = vm
+        .vmotions
+        .iter()
+        .map(|r| {
+            json!({
+                "at": unix(r.at),
+                "event": r.step.to_string(),
+                "sequence": r.sequence.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            })
+        })
+        .collect();
+    json!({
+        "id": vm.id.0,
+        "name": vm.name,
+        "vc_uuid": vm.vc_uuid,
+        "bios_uuid": vm.bios_uuid,
+        "location_uuid": vm.location_uuid,
+        "service_uri": vm.service_uri,
+        "label": vm.label,
+        "flagged": vm.flagged,
+        "state": vm.state.as_str(),
+        "session": vm.session,
+        "peer": vm.peer.map(|p| p.to_string()),
+        "tls": vm.tls,
+        "connections": vm.connections,
+        "clients": clients,
+        "exclusive": vm.exclusive.map(|c| c.0),
+        "bytes_from_vm": vm.bytes_from_vm,
+        "bytes_to_vm": vm.bytes_to_vm,
+        "sticky_port": hub.sticky.get(&vm.id).map(|s| s.addr.to_string()),
+        "log": hub.log_path(vm.id),
+        "vmotions": vmotions,
+    })
+}
+
+/// The admin listing, rendered a page of entries per lock.
+pub(crate) fn listing(shared: &Shared) -> Value {
+    let (started, vm_connections, clients, pending) = {
+        let hub = shared.lock();
+        (
+            hub.started
+                .1
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            hub.core.open_vm_connections(),
+            hub.core.open_clients(),
+            hub.core.vmotions_pending(),
+        )
+    };
+    let mut vms = Vec::new();
+    let mut start = VmId(0);
+    loop {
+        let hub = shared.lock();
+        let page = hub.core.vms(start, PAGE);
+        let Some(last) = page.last() else {
+            break;
+        };
+        start = VmId(last.id.0 + 1);
+        vms.extend(page.iter().map(|vm| vm_json(&hub, vm)));
+    }
+    json!({
+        "started": started,
+        "vm_connections": vm_connections,
+        "clients": clients,
+        "vmotions_pending": pending,
+        "vms": vms,
+    })
+}
+
+/// Prometheus text format.
+pub(crate) fn metrics(hub: &Hub) -> String {
+    let m = hub.core.counters();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let gauge = |n: usize| n as u64;
+    metric(
+        "vspc_vms",
+        "gauge",
+        "VM port entries (connected or lingering).",
+        &[("", gauge(hub.core.vm_count()))],
+    );
+    metric(
+        "vspc_vms_connected",
+        "gauge",
+        "VM port entries with a live connection.",
+        &[("", gauge(hub.core.connected_vm_count()))],
+    );
+    metric(
+        "vspc_vm_connections",
+        "gauge",
+        "Open VM connections.",
+        &[("", gauge(hub.core.open_vm_connections()))],
+    );
+    metric(
+        "vspc_vm_connections_total",
+        "counter",
+        "VM connections accepted.",
+        &[("", m.vm_connections_total)],
+    );
+    metric(
+        "vspc_vm_connections_refused_total",
+        "counter",
+        "VM connections refused at the cap.",
+        &[("", m.vm_connections_refused)],
+    );
+    metric(
+        "vspc_clients",
+        "gauge",
+        "Open client connections.",
+        &[("", gauge(hub.core.open_clients()))],
+    );
+    metric(
+        "vspc_client_connections_total",
+        "counter",
+        "Client connections accepted.",
+        &[("", m.client_connections_total)],
+    );
+    metric(
+        "vspc_client_connections_refused_total",
+        "counter",
+        "Client connections refused at the cap.",
+        &[("", m.client_connections_refused)],
+    );
+    metric(
+        "vspc_clients_dropped_slow_total",
+        "counter",
+        "Clients dropped for exceeding their output budget.",
+        &[("", m.clients_dropped_slow)],
+    );
+    metric(
+        "vspc_vm_bytes_total",
+        "counter",
+        "Serial bytes relayed.",
+        &[
+            ("{direction=\"from_vm\"}", m.bytes_from_vm),
+            ("{direction=\"to_vm\"}", m.bytes_to_vm),
+        ],
+    );
+    metric(
+        "vspc_client_bytes_discarded_total",
+        "counter",
+        "Client bytes discarded (read-only client, or no VM connection).",
+        &[("", m.client_bytes_discarded)],
+    );
+    metric(
+        "vspc_unbound_bytes_dropped_total",
+        "counter",
+        "VM output dropped before identification (over vm.max_unbound).",
+        &[("", m.unbound_bytes_dropped)],
+    );
+    metric(
+        "vspc_protocol_errors_total",
+        "counter",
+        "Protocol violations by VMs.",
+        &[("", m.protocol_errors)],
+    );
+    metric(
+        "vspc_reattached_total",
+        "counter",
+        "Reconnects re-attached to their VM entry.",
+        &[("", m.reattached)],
+    );
+    metric(
+        "vspc_duplicate_identities_total",
+        "counter",
+        "Live connections that claimed a held identity (served as flagged entries).",
+        &[("", m.impostors)],
+    );
+    metric(
+        "vspc_vmotions_total",
+        "counter",
+        "vMotion events.",
+        &[
+            ("{event=\"goahead\"}", m.vmotion_goahead),
+            ("{event=\"notnow\"}", m.vmotion_notnow),
+            ("{event=\"completed\"}", m.vmotion_completed),
+            ("{event=\"aborted\"}", m.vmotion_aborted),
+            ("{event=\"expired\"}", m.vmotion_expired),
+            ("{event=\"peer_rejected\"}", m.vmotion_peer_rejected),
+        ],
+    );
+    metric(
+        "vspc_vmotions_pending",
+        "gauge",
+        "vMotions pending in the coordinator.",
+        &[("", gauge(hub.core.vmotions_pending()))],
+    );
+    out
+}

@@ -1,0 +1,349 @@
+//! The hub: the sans-IO [`Concentrator`] behind one `std::sync::Mutex`, plus what only the
+//! IO layer has: tasks' wakers, console log files, sticky listeners, embedders'
+//! subscriptions and the timer's kick.
+//!
+//! Connection tasks lock the hub for short, non-async critical sections (one core call, then
+//! [`Hub::settle`]) and never hold it across an `.await`. `settle` drains the core's
+//! wakeups (waking the tasks with something to write) and events (logs, subscribers,
+//! sticky ports), and kicks the timer when the core's next deadline moved earlier.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use vspc_concentrator::{ClientId, Concentrator, DropReason, Event, VmId, VmTransmit, Wakeup};
+use vspc_proto::SessionId;
+
+use crate::config::ServerConfig;
+use crate::embed::{ConsoleChunk, VmEvent};
+use crate::logs::{file_name, ConsoleLog};
+
+/// How a client task is told about its connection.
+#[derive(Debug, Default)]
+pub(crate) struct ClientSignals {
+    /// Output is queued, or the client is closing.
+    pub(crate) output: Notify,
+    /// Its input may flow again.
+    pub(crate) input: Notify,
+    /// It is being dropped: abandon a write in progress (it may have stopped reading).
+    pub(crate) kill: Notify,
+}
+
+/// A VM entry's own client listener.
+pub(crate) struct Sticky {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) task: tokio::task::AbortHandle,
+}
+
+/// Capacity of an embedder's subscription, in messages; a subscriber that falls this far
+/// behind is cut off (its receiver ends) rather than stall a VM or grow without bound.
+pub(crate) const SUBSCRIPTION_CAPACITY: usize = 4096;
+
+pub(crate) struct Hub {
+    pub(crate) core: Concentrator,
+    config: Arc<ServerConfig>,
+    /// VM connection tasks waiting for something to write.
+    vm_wakers: HashMap<SessionId, Waker>,
+    clients: HashMap<ClientId, Arc<ClientSignals>>,
+    /// Console logs by VM entry (with a log directory).
+    logs: HashMap<VmId, ConsoleLog>,
+    /// Logs written since the last flush.
+    unflushed: HashSet<VmId>,
+    pub(crate) sticky: HashMap<VmId, Sticky>,
+    /// VMs waiting for a sticky listener (bound outside the lock).
+    sticky_tx: Option<mpsc::Sender<VmId>>,
+    vm_event_subs: Vec<mpsc::Sender<VmEvent>>,
+    console_subs: Vec<(Option<VmId>, mpsc::Sender<ConsoleChunk>)>,
+    /// Wakes the timer task when a deadline is earlier than the one it sleeps to.
+    timer: Arc<Notify>,
+    timer_at: Option<Instant>,
+    /// When the core was made, on both clocks (to show vMotion records in wall time).
+    pub(crate) started: (Instant, SystemTime),
+}
+
+impl Hub {
+    pub(crate) fn new(config: Arc<ServerConfig>, timer: Arc<Notify>, now: Instant) -> Hub {
+        let mut core = Concentrator::new(config.concentrator());
+        if config.log.dir.is_some() {
+            core.set_console_events(true);
+        }
+        Hub {
+            core,
+            config,
+            vm_wakers: HashMap::new(),
+            clients: HashMap::new(),
+            logs: HashMap::new(),
+            unflushed: HashSet::new(),
+            sticky: HashMap::new(),
+            sticky_tx: None,
+            vm_event_subs: Vec::new(),
+            console_subs: Vec::new(),
+            timer,
+            timer_at: None,
+            started: (now, SystemTime::now()),
+        }
+    }
+
+    pub(crate) fn set_sticky_sender(&mut self, tx: mpsc::Sender<VmId>) {
+        self.sticky_tx = Some(tx);
+    }
+
+    pub(crate) fn register_client(&mut self, client: ClientId) -> Arc<ClientSignals> {
+        let signals = Arc::new(ClientSignals::default());
+        self.clients.insert(client, signals.clone());
+        signals
+    }
+
+    pub(crate) fn client_closed(&mut self, client: ClientId) {
+        self.core.handle_client_closed(client);
+        self.clients.remove(&client);
+        self.settle();
+    }
+
+    /// The next write for a VM connection; on `Idle` the task's waker is kept.
+    pub(crate) fn take_vm_transmit(&mut self, conn: SessionId, waker: &Waker) -> VmTransmit {
+        let next = self.core.poll_vm_transmit(conn);
+        if next == VmTransmit::Idle {
+            match self.vm_wakers.get_mut(&conn) {
+                Some(held) if held.will_wake(waker) => {}
+                Some(held) => held.clone_from(waker),
+                None => {
+                    self.vm_wakers.insert(conn, waker.clone());
+                }
+            }
+        }
+        self.settle();
+        next
+    }
+
+    pub(crate) fn vm_finished(&mut self, now: Instant, conn: SessionId) {
+        self.core.handle_vm_closed(now, conn);
+        self.vm_wakers.remove(&conn);
+        self.settle();
+    }
+
+    pub(crate) fn subscribe_vm_events(&mut self) -> mpsc::Receiver<VmEvent> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        self.vm_event_subs.push(tx);
+        rx
+    }
+
+    pub(crate) fn subscribe_console(&mut self, vm: Option<VmId>) -> mpsc::Receiver<ConsoleChunk> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        self.core.set_console_events(true);
+        self.console_subs.push((vm, tx));
+        rx
+    }
+
+    /// After every core call: wake whoever has something to do, act on events, and make the
+    /// timer sleep no later than the core's next deadline.
+    pub(crate) fn settle(&mut self) {
+        while let Some(wakeup) = self.core.poll_wakeup() {
+            match wakeup {
+                Wakeup::Vm(conn) => {
+                    if let Some(waker) = self.vm_wakers.remove(&conn) {
+                        waker.wake();
+                    }
+                }
+                Wakeup::Client(client) => {
+                    if let Some(signals) = self.clients.get(&client) {
+                        signals.output.notify_one();
+                        signals.input.notify_one();
+                    }
+                }
+            }
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.on_event(event);
+        }
+        if let Some(at) = self.core.poll_timeout() {
+            if self.timer_at.is_none_or(|t| at < t) {
+                self.timer_at = Some(at);
+                self.timer.notify_one();
+            }
+        }
+    }
+
+    /// What the timer task should sleep to: the core's next deadline, but at least once per
+    /// `tick` (console log flushes).
+    pub(crate) fn next_deadline(&mut self, now: Instant, tick: Duration) -> Instant {
+        let at = self
+            .core
+            .poll_timeout()
+            .map_or(now + tick, |at| at.min(now + tick));
+        self.timer_at = Some(at);
+        at
+    }
+
+    pub(crate) fn on_timer(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        self.settle();
+        self.flush_logs();
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::VmAdded { vm, conn, flagged } => {
+                if let Some(info) = self.core.vm(vm) {
+                    match &flagged {
+                        None => tracing::info!(vm = vm.0, session = conn.0, uuid = %info.vc_uuid,
+                            label = %info.label, name = %info.name, "new VM"),
+                        Some(reason) => {
+                            tracing::warn!(vm = vm.0, session = conn.0, uuid = %info.vc_uuid,
+                            "second live connection claims a held identity without a vMotion secret: {reason}")
+                        }
+                    }
+                    self.publish(VmEvent::Added {
+                        vm,
+                        name: info.name,
+                        vc_uuid: info.vc_uuid,
+                        label: info.label,
+                        flagged: flagged.is_some(),
+                    });
+                }
+                if let Some(tx) = &self.sticky_tx {
+                    // Never blocks under the lock; a full queue means a connect storm: that
+                    // entry goes without a sticky port (the menu serves).
+                    if tx.try_send(vm).is_err() {
+                        tracing::warn!(
+                            vm = vm.0,
+                            "sticky port requests backlogged: none for this VM"
+                        );
+                    }
+                }
+            }
+            Event::VmReconnected { vm, conn } => {
+                tracing::info!(
+                    vm = vm.0,
+                    session = conn.0,
+                    "VM reconnected: re-attached to its entry (clients, log, scrollback kept)"
+                );
+                self.publish(VmEvent::Reconnected { vm });
+            }
+            Event::VmRenamed { vm } => {
+                if let Some(info) = self.core.vm(vm) {
+                    self.publish(VmEvent::Renamed {
+                        vm,
+                        name: info.name,
+                    });
+                }
+            }
+            Event::Vmotion { vm, conn, step } => {
+                tracing::info!(vm = vm.map(|v| v.0), session = conn.0, %step, "vMotion");
+            }
+            Event::VmMoved { vm, from, to } => {
+                tracing::info!(vm = vm.0, from = from.0, to = to.0, "VM moved by vMotion");
+                self.publish(VmEvent::Moved { vm });
+            }
+            Event::VmDisconnected { vm } => {
+                tracing::info!(vm = vm.0, "VM disconnected; entry kept for a reconnect");
+                self.publish(VmEvent::Disconnected { vm });
+            }
+            Event::VmRemoved { vm } => {
+                tracing::info!(vm = vm.0, "VM entry removed");
+                if let Some(sticky) = self.sticky.remove(&vm) {
+                    sticky.task.abort();
+                }
+                self.logs.remove(&vm);
+                self.unflushed.remove(&vm);
+                self.publish(VmEvent::Removed { vm });
+            }
+            Event::Console { vm, bytes } => self.console(vm, bytes),
+            Event::ClientAttached { client, vm, mode } => {
+                tracing::info!(
+                    client = client.0,
+                    vm = vm.0,
+                    mode = mode.short(),
+                    "client attached"
+                );
+            }
+            Event::ClientDropped { client, reason } => {
+                if reason == DropReason::TooSlow {
+                    tracing::warn!(client = client.0, "client too slow: dropped");
+                }
+                if let Some(signals) = self.clients.get(&client) {
+                    signals.kill.notify_one();
+                }
+            }
+            Event::ProtocolError { conn, error } => {
+                tracing::debug!(session = conn.0, %error, "protocol error from VM");
+            }
+        }
+    }
+
+    fn publish(&mut self, event: VmEvent) {
+        if self.vm_event_subs.is_empty() {
+            return;
+        }
+        // A subscriber that fell behind by its whole capacity is cut off.
+        self.vm_event_subs
+            .retain(|tx| tx.try_send(event.clone()).is_ok());
+    }
+
+    fn console(&mut self, vm: VmId, bytes: Bytes) {
+        if let Some(dir) = &self.config.log.dir {
+            let log = match self.logs.get_mut(&vm) {
+                Some(log) => log,
+                None => {
+                    let Some(info) = self.core.vm(vm) else {
+                        return;
+                    };
+                    let name = if info.name.is_empty() {
+                        &info.vc_uuid
+                    } else {
+                        &info.name
+                    };
+                    let path = dir.join(file_name(
+                        &self.config.log.name,
+                        name,
+                        &info.vc_uuid,
+                        &info.label,
+                        vm.0,
+                    ));
+                    self.logs.entry(vm).or_insert_with(|| ConsoleLog::new(path))
+                }
+            };
+            log.write(&bytes);
+            self.unflushed.insert(vm);
+        }
+        if !self.console_subs.is_empty() {
+            self.console_subs.retain(|(filter, tx)| {
+                filter.is_some_and(|f| f != vm)
+                    || tx
+                        .try_send(ConsoleChunk {
+                            vm,
+                            bytes: bytes.clone(),
+                        })
+                        .is_ok()
+            });
+        }
+    }
+
+    pub(crate) fn log_path(&self, vm: VmId) -> Option<String> {
+        self.logs.get(&vm).map(|l| l.path().display().to_string())
+    }
+
+    pub(crate) fn flush_logs(&mut self) {
+        for vm in self.unflushed.drain() {
+            if let Some(log) = self.logs.get_mut(&vm) {
+                log.flush();
+            }
+        }
+    }
+
+    pub(crate) fn reopen_logs(&mut self) {
+        for log in self.logs.values_mut() {
+            log.reopen();
+        }
+        tracing::info!("console logs reopened");
+    }
+
+    pub(crate) fn shutdown(&mut self) {
+        self.core.shutdown();
+        self.settle();
+        self.flush_logs();
+    }
+}
