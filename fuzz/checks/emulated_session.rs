@@ -1,7 +1,7 @@
-//! Invariants of a concentrator built from vspc-proto's ProxySession and Coordinator, driven
-//! by emulated ESXi hosts (vspc-emulator's Lab) through fuzzer-chosen scenarios: operations,
-//! faults, read splits, segmentation, proxy answers and timings. Shared by the fuzz target
-//! `emulated_session` and the corpus replay test of vspc-emulator.
+//! Invariants of a concentrator built on vspc-proto's Endpoint (its ProxySessions and vMotion
+//! Coordinator), driven by emulated ESXi hosts (vspc-emulator's Lab) through fuzzer-chosen
+//! scenarios: operations, faults, read splits, segmentation, proxy answers and timings. Shared
+//! by the fuzz target `emulated_session` and the corpus replay test of vspc-emulator.
 //!
 //! Checked: no panic; bounded memory (bytes in flight and held); every vMotion that did not
 //! complete leaves the VM on its source; and, unless a fault that legitimately loses bytes

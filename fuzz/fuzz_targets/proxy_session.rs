@@ -1,7 +1,7 @@
-//! Fuzz target for `ProxySession` and the vMotion `Coordinator` of vspc-proto, fed arbitrary
-//! bytes, splits, client data, clock jumps and closes: see
-//! `crates/vspc-proto/tests/support/proxy_session.rs` for the input format and the invariants
-//! (no panic, chunking invariance, bounded memory and output).
+//! Fuzz target for the `Endpoint` of vspc-proto (its `ProxySession`s and vMotion
+//! `Coordinator`), fed arbitrary bytes, splits, client data, clock jumps, closes and late
+//! answers: see `crates/vspc-proto/tests/support/proxy_session.rs` for the input format and the
+//! invariants (no panic, chunking invariance, bounded memory and output, consistent events).
 #![no_main]
 
 #[path = "../../crates/vspc-proto/tests/support/proxy_session.rs"]

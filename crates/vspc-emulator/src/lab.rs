@@ -1,19 +1,21 @@
-//! An in-memory test bench: one [`EmulatedVm`] against a concentrator built from
-//! vspc-proto's [`ProxySession`]s and [`Coordinator`], on a simulated clock.
+//! An in-memory test bench: one [`EmulatedVm`] against a concentrator built on vspc-proto's
+//! [`Endpoint`] (its [`ProxySession`]s and vMotion [`Coordinator`]), on a simulated clock.
 //!
-//! The proxy side is wired as a concentrator must wire it (the reference wiring: vMotion
-//! events to the coordinator, client data to the session carrying the VM, retried when a
-//! vMotion hold is full, closes reported to the coordinator). Clients are read-write or
-//! read-only; every one sees every VM byte; read-write ones send a [`Pattern`] the VM's
-//! recorder verifies. Bytes can be delivered in chunks of any size and the VM can read slowly.
+//! The proxy side is wired as a concentrator wires an endpoint: every read, close and timer
+//! goes to the endpoint, which answers and routes vMotions itself; the bench follows the VM
+//! for its clients ([`EndpointEvent::Ready`], [`EndpointEvent::Moved`]) and retries client
+//! data when a vMotion hold is full. Clients are read-write or read-only; every one sees every
+//! VM byte; read-write ones send a [`Pattern`] the VM's recorder verifies. Bytes can be
+//! delivered in chunks of any size and the VM can read slowly.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vspc_proto::{
-    CloseOutcome, CompleteOutcome, Coordinator, CoordinatorConfig, CoordinatorEvent, ProxyConfig,
-    ProxyEvent, ProxySession, SendError, SessionId,
+    Answer, Coordinator, CoordinatorConfig, Endpoint, EndpointConfig, EndpointEvent, ProxyConfig,
+    ProxySession, SessionId,
 };
 
 use crate::connection::ConnId;
@@ -24,11 +26,13 @@ use crate::vm::{EmulatedVm, EmulatorConfig, EmulatorEvent, Transmit};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BeginAnswer {
-    /// At once, through the coordinator (GOAHEAD unless it refuses).
+    /// At once, by the endpoint ([`Answer::Automatic`]: GOAHEAD unless the coordinator
+    /// refuses).
     Coordinator,
-    /// NOTNOW, vetoed by the application.
+    /// NOTNOW, vetoed by the application (`allow_vmotion: false`).
     NotNow,
-    /// Through the coordinator, but only this long after BEGIN arrived (a stalled proxy).
+    /// By the application ([`Answer::Manual`]), allowing it, but only this long after BEGIN
+    /// arrived (a stalled proxy).
     Delayed(Duration),
 }
 
@@ -60,7 +64,8 @@ pub struct LabConfig {
     pub read_chunk: usize,
     /// A slow reader: the VM reads at most `.0` bytes every `.1` (`None`: at once).
     pub vm_read_budget: Option<(usize, Duration)>,
-    /// Answer VMOTION-PEER (`false`: a proxy that stalls on it; the destination times out).
+    /// Answer VMOTION-PEER (`false`: [`Answer::Manual`] and never answered, a proxy that
+    /// stalls on it; the destination times out).
     pub answer_peer: bool,
     /// Bytes of VM output each client keeps (for inspection).
     pub max_kept: usize,
@@ -103,9 +108,11 @@ pub enum Violation {
     NotQuiet(usize),
 }
 
+/// The socket side of one VM connection the endpoint holds.
 #[derive(Debug)]
-struct Link {
-    session: ProxySession,
+struct Wire {
+    /// The endpoint's id of the connection.
+    id: SessionId,
     to_vm: VecDeque<Bytes>,
     /// The VM side has closed (FIN delivered after the queued bytes).
     vm_closed: bool,
@@ -118,14 +125,20 @@ struct Link {
 /// Drive it with the VM's commands ([`vm_mut`](Self::vm_mut) with [`now`](Self::now)),
 /// [`client_send`](Self::client_send), [`advance`](Self::advance) and
 /// [`proxy_close`](Self::proxy_close); each runs the bench until no byte moves.
+///
+/// The endpoint numbers connections itself, in connect order; the bench maps its
+/// [`ConnId`]s to them (the endpoint's per-connection data is the [`ConnId`]).
 #[derive(Debug)]
 pub struct Lab {
     now: Instant,
     config: LabConfig,
     vm: EmulatedVm,
-    coordinator: Coordinator,
-    links: BTreeMap<ConnId, Link>,
-    /// The proxy session carrying the VM for the clients.
+    endpoint: Endpoint<ConnId>,
+    /// Every connection the endpoint holds, by the emulator's id (ordered: deterministic).
+    wires: BTreeMap<ConnId, Wire>,
+    /// The emulator's id of each connection the endpoint holds.
+    conns: BTreeMap<SessionId, ConnId>,
+    /// The connection carrying the VM for the clients.
     current: Option<ConnId>,
     clients: Vec<Recorder>,
     /// Client bytes not yet taken by a proxy session.
@@ -135,10 +148,9 @@ pub struct Lab {
     client_accepted: u64,
     delayed_begins: Vec<(Instant, ConnId)>,
     next_read: Instant,
-    proxy_events: Vec<(ConnId, ProxyEvent)>,
+    endpoint_events: Vec<(ConnId, EndpointEvent<ConnId>)>,
     vm_events: Vec<EmulatorEvent>,
     outcomes: Vec<String>,
-    coordinator_events: Vec<CoordinatorEvent>,
     max_log: usize,
 }
 
@@ -163,12 +175,26 @@ impl Lab {
             }
             Ok(())
         };
-        let coordinator = Coordinator::with_secret_source(config.coordinator.clone(), secrets);
+        let endpoint_config = EndpointConfig {
+            proxy: Arc::new(config.proxy.clone()),
+            coordinator: config.coordinator.clone(),
+            allow_vmotion: config.begin_answer != BeginAnswer::NotNow,
+            begin: match config.begin_answer {
+                BeginAnswer::Delayed(_) => Answer::Manual,
+                BeginAnswer::Coordinator | BeginAnswer::NotNow => Answer::Automatic,
+            },
+            peer: if config.answer_peer {
+                Answer::Automatic
+            } else {
+                Answer::Manual
+            },
+        };
         Lab {
             now,
             vm: EmulatedVm::new(vm),
-            coordinator,
-            links: BTreeMap::new(),
+            endpoint: Endpoint::with_secret_source(endpoint_config, secrets),
+            wires: BTreeMap::new(),
+            conns: BTreeMap::new(),
             current: None,
             clients,
             backlog: VecDeque::new(),
@@ -176,10 +202,9 @@ impl Lab {
             client_accepted: 0,
             delayed_begins: Vec::new(),
             next_read: now,
-            proxy_events: Vec::new(),
+            endpoint_events: Vec::new(),
             vm_events: Vec::new(),
             outcomes: Vec::new(),
-            coordinator_events: Vec::new(),
             max_log: 10_000,
             config,
         }
@@ -200,14 +225,24 @@ impl Lab {
         &mut self.vm
     }
 
+    /// The concentrator's endpoint.
+    pub fn endpoint(&self) -> &Endpoint<ConnId> {
+        &self.endpoint
+    }
+
     /// The coordinator.
     pub fn coordinator(&self) -> &Coordinator {
-        &self.coordinator
+        self.endpoint.coordinator()
+    }
+
+    /// The endpoint's id of a VM connection still known to the proxy.
+    pub fn session_id(&self, conn: ConnId) -> Option<SessionId> {
+        self.wires.get(&conn).map(|w| w.id)
     }
 
     /// The proxy session of a VM connection still known to the proxy.
     pub fn session(&self, conn: ConnId) -> Option<&ProxySession> {
-        self.links.get(&conn).map(|l| &l.session)
+        self.endpoint.session(self.session_id(conn)?)
     }
 
     /// The connection whose session carries the VM for the clients.
@@ -230,9 +265,10 @@ impl Lab {
         self.backlog.len()
     }
 
-    /// Proxy events so far (the first 10,000).
-    pub fn proxy_events(&self) -> &[(ConnId, ProxyEvent)] {
-        &self.proxy_events
+    /// The endpoint's events so far (the first 10,000), each with the VM connection it is
+    /// about ([`EndpointEvent::conn`]); [`EndpointEvent::Closed`] hands back the [`ConnId`].
+    pub fn endpoint_events(&self) -> &[(ConnId, EndpointEvent<ConnId>)] {
+        &self.endpoint_events
     }
 
     /// VM events so far (the first 10,000).
@@ -240,14 +276,11 @@ impl Lab {
         &self.vm_events
     }
 
-    /// The coordinator's answers, as `Debug` text (the first 10,000).
+    /// The vMotion answers and outcomes the endpoint reported (BEGIN and PEER answers,
+    /// moves, refused COMPLETEs, aborts, expiries, closes), as `Debug` text (the first
+    /// 10,000).
     pub fn outcomes(&self) -> &[String] {
         &self.outcomes
-    }
-
-    /// The coordinator's own events.
-    pub fn coordinator_events(&self) -> &[CoordinatorEvent] {
-        &self.coordinator_events
     }
 
     /// Read-write clients send the next `len` bytes of the client pattern.
@@ -266,12 +299,12 @@ impl Lab {
 
     /// The proxy closes the VM connection `conn` (as a proxy restart or kick would).
     pub fn proxy_close(&mut self, conn: ConnId) {
-        if let Some(link) = self.links.get_mut(&conn) {
-            link.proxy_closed = true;
-            link.to_vm.clear();
-            let outcome = self.coordinator.session_closed(self.now, &mut link.session);
-            self.log_outcome(format!("{outcome:?}"));
-            self.on_session_closed(conn, outcome);
+        if let Some(wire) = self.wires.get_mut(&conn) {
+            wire.proxy_closed = true;
+            wire.to_vm.clear();
+            let id = wire.id;
+            self.endpoint.handle_close(self.now, id);
+            self.drain_events();
             self.vm.handle_closed(self.now, conn);
         }
         self.run();
@@ -279,9 +312,9 @@ impl Lab {
 
     /// Bytes the proxy wrote that the VM has not read yet (VM writes are delivered at once).
     pub fn in_flight(&self) -> usize {
-        self.links
+        self.wires
             .values()
-            .map(|l| l.to_vm.iter().map(Bytes::len).sum::<usize>())
+            .map(|w| w.to_vm.iter().map(Bytes::len).sum::<usize>())
             .sum()
     }
 
@@ -293,17 +326,13 @@ impl Lab {
         for _ in 0..10_000_000 {
             self.run();
             let slow_read = match self.config.vm_read_budget {
-                Some(_) if self.to_vm_len() > 0 => Some(self.next_read.max(self.now)),
+                Some(_) if self.in_flight() > 0 => Some(self.next_read.max(self.now)),
                 _ => None,
             };
             let next = [
                 slow_read,
                 self.vm.poll_timeout(),
-                self.coordinator.poll_timeout(),
-                self.links
-                    .values()
-                    .filter_map(|l| l.session.poll_timeout())
-                    .min(),
+                self.endpoint.poll_timeout(),
                 self.delayed_begins.iter().map(|(at, _)| *at).min(),
             ]
             .into_iter()
@@ -322,17 +351,10 @@ impl Lab {
         self.run();
     }
 
-    fn to_vm_len(&self) -> usize {
-        self.links
-            .values()
-            .map(|l| l.to_vm.iter().map(Bytes::len).sum::<usize>())
-            .sum()
-    }
-
     fn fire_timers(&mut self) {
         let now = self.now;
         if let Some((budget, interval)) = self.config.vm_read_budget {
-            if self.next_read <= now && self.to_vm_len() > 0 {
+            if self.next_read <= now && self.in_flight() > 0 {
                 self.next_read = now + interval.max(Duration::from_micros(1));
                 self.deliver_to_vm(Some(budget));
             }
@@ -340,34 +362,10 @@ impl Lab {
         if self.vm.poll_timeout().is_some_and(|t| t <= now) {
             self.vm.handle_timeout(now);
         }
-        let ids: Vec<ConnId> = self.links.keys().copied().collect();
-        for id in &ids {
-            if let Some(link) = self.links.get_mut(id) {
-                if link.session.poll_timeout().is_some_and(|t| t <= now) {
-                    link.session.handle_timeout(now);
-                }
-            }
-            self.process(*id);
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
         }
-        if self.coordinator.poll_timeout().is_some_and(|t| t <= now) {
-            self.coordinator.handle_timeout(now);
-        }
-        while let Some(event) = self.coordinator.poll_event() {
-            if let CoordinatorEvent::Expired {
-                source,
-                source_closed: true,
-                ..
-            } = &event
-            {
-                self.links.remove(&ConnId(source.0));
-                if self.current == Some(ConnId(source.0)) {
-                    self.current = None;
-                }
-            }
-            if self.coordinator_events.len() < self.max_log {
-                self.coordinator_events.push(event);
-            }
-        }
+        self.drain_events();
         let due: Vec<ConnId> = self
             .delayed_begins
             .iter()
@@ -376,8 +374,10 @@ impl Lab {
             .collect();
         self.delayed_begins.retain(|(at, _)| *at > now);
         for conn in due {
-            self.answer_begin(conn, true);
-            self.process(conn);
+            if let Some(id) = self.session_id(conn) {
+                self.endpoint.answer_begin(now, id, true);
+            }
+            self.drain_events();
         }
     }
 
@@ -386,11 +386,8 @@ impl Lab {
         // Each round moves at least one write or stops; the bound only guards a livelock bug.
         for _ in 0..1_000_000 {
             let mut moved = self.pump_vm();
-            let ids: Vec<ConnId> = self.links.keys().copied().collect();
-            for id in ids {
-                self.process(id);
-                moved |= self.collect_from_proxy(id);
-            }
+            self.drain_events();
+            moved |= self.collect_from_proxy();
             moved |= self.feed_backlog();
             if self.config.vm_read_budget.is_none() {
                 moved |= self.deliver_to_vm(None);
@@ -411,11 +408,12 @@ impl Lab {
             moved = true;
             match transmit {
                 Transmit::Open { conn } => {
-                    let session = ProxySession::new(SessionId(conn.0), self.config.proxy.clone());
-                    self.links.insert(
+                    let id = self.endpoint.connect(conn);
+                    self.conns.insert(id, conn);
+                    self.wires.insert(
                         conn,
-                        Link {
-                            session,
+                        Wire {
+                            id,
                             to_vm: VecDeque::new(),
                             vm_closed: false,
                             proxy_closed: false,
@@ -423,27 +421,26 @@ impl Lab {
                     );
                 }
                 Transmit::Write { conn, mut bytes } => {
-                    if let Some(link) = self.links.get_mut(&conn) {
-                        if !link.proxy_closed {
+                    if let Some(wire) = self.wires.get(&conn) {
+                        if !wire.proxy_closed {
                             while !bytes.is_empty() {
                                 let part = bytes.split_to(chunk.min(bytes.len()));
-                                link.session.handle_input(now, &part);
+                                self.endpoint.handle_input(now, wire.id, &part);
                             }
                         }
                     }
-                    self.process(conn);
+                    self.drain_events();
                 }
                 Transmit::Close { conn } => {
-                    if let Some(link) = self.links.get_mut(&conn) {
-                        link.vm_closed = true;
-                        link.to_vm.clear();
-                        if !link.proxy_closed {
-                            link.proxy_closed = true;
-                            let outcome = self.coordinator.session_closed(now, &mut link.session);
-                            self.log_outcome(format!("{outcome:?}"));
-                            self.on_session_closed(conn, outcome);
+                    if let Some(wire) = self.wires.get_mut(&conn) {
+                        wire.vm_closed = true;
+                        wire.to_vm.clear();
+                        if !wire.proxy_closed {
+                            wire.proxy_closed = true;
+                            self.endpoint.handle_close(now, wire.id);
                         }
                     }
+                    self.drain_events();
                 }
             }
         }
@@ -455,27 +452,15 @@ impl Lab {
         moved
     }
 
-    fn on_session_closed(&mut self, id: ConnId, outcome: CloseOutcome) {
-        match outcome {
-            CloseOutcome::Migrating { .. } => {}
-            _ => {
-                self.links.remove(&id);
-                if self.current == Some(id) {
-                    self.current = None;
-                }
-            }
-        }
-    }
-
-    fn collect_from_proxy(&mut self, id: ConnId) -> bool {
-        let Some(link) = self.links.get_mut(&id) else {
-            return false;
-        };
+    /// Takes every connection's writes to the VM (dropped once either side closed).
+    fn collect_from_proxy(&mut self) -> bool {
         let mut moved = false;
-        while let Some(bytes) = link.session.poll_transmit() {
-            moved = true;
-            if !link.proxy_closed && !link.vm_closed {
-                link.to_vm.push_back(bytes);
+        for wire in self.wires.values_mut() {
+            while let Some(bytes) = self.endpoint.poll_transmit(wire.id) {
+                moved = true;
+                if !wire.proxy_closed && !wire.vm_closed {
+                    wire.to_vm.push_back(bytes);
+                }
             }
         }
         moved
@@ -487,126 +472,108 @@ impl Lab {
         let chunk = self.config.read_chunk.max(1);
         let mut budget = budget.unwrap_or(usize::MAX);
         let mut moved = false;
-        for (id, link) in self.links.iter_mut() {
+        for (conn, wire) in self.wires.iter_mut() {
             while budget > 0 {
-                let Some(front) = link.to_vm.front_mut() else {
+                let Some(front) = wire.to_vm.front_mut() else {
                     break;
                 };
                 let take = chunk.min(budget).min(front.len());
                 let part = front.split_to(take);
                 if front.is_empty() {
-                    link.to_vm.pop_front();
+                    wire.to_vm.pop_front();
                 }
                 budget -= take;
                 moved = true;
-                self.vm.handle_input(now, *id, &part);
+                self.vm.handle_input(now, *conn, &part);
             }
         }
         moved
     }
 
+    /// Hands the clients' bytes to the connection carrying the VM (the endpoint follows a
+    /// completed vMotion); kept for later when a vMotion hold is full.
     fn feed_backlog(&mut self) -> bool {
-        let Some(mut target) = self.current else {
+        let Some(id) = self.current.and_then(|c| self.session_id(c)) else {
             return false;
         };
         if self.backlog.is_empty() {
             return false;
         }
         let bytes: Vec<u8> = self.backlog.iter().copied().collect();
-        for _ in 0..2 {
-            let Some(link) = self.links.get_mut(&target) else {
-                return false;
-            };
-            match link.session.send_data(&bytes) {
-                Ok(()) => {
-                    self.backlog.clear();
-                    self.client_accepted += bytes.len() as u64;
-                    return true;
+        match self.endpoint.send_data(id, &bytes) {
+            Ok(target) => {
+                if target != id {
+                    self.current = self.conns.get(&target).copied();
                 }
-                Err(SendError::MigratedTo(to)) => {
-                    target = ConnId(to.0);
-                    self.current = Some(target);
-                }
-                Err(_) => return false,
+                self.backlog.clear();
+                self.client_accepted += bytes.len() as u64;
+                true
             }
-        }
-        false
-    }
-
-    fn answer_begin(&mut self, id: ConnId, allow: bool) {
-        if let Some(link) = self.links.get_mut(&id) {
-            let outcome = self.coordinator.begin(self.now, &mut link.session, allow);
-            self.log_outcome(format!("{outcome:?}"));
+            Err(_) => false,
         }
     }
 
-    fn log_outcome(&mut self, outcome: String) {
-        if self.outcomes.len() < self.max_log {
-            self.outcomes.push(outcome);
-        }
-    }
-
-    /// Handles the proxy events of connection `id` as a concentrator does.
-    fn process(&mut self, id: ConnId) {
+    /// Acts on the endpoint's events as a concentrator does: VM output to the clients, the
+    /// clients following the VM, delayed BEGIN answers scheduled, connections forgotten.
+    fn drain_events(&mut self) {
         let now = self.now;
-        loop {
-            let Some(event) = self.links.get_mut(&id).and_then(|l| l.session.poll_event()) else {
-                return;
+        while let Some(event) = self.endpoint.poll_event() {
+            let Some(&conn) = self.conns.get(&event.conn()) else {
+                continue;
             };
+            let mut outcome = false;
             match &event {
-                ProxyEvent::Data(bytes) if self.current.is_none() || self.current == Some(id) => {
+                EndpointEvent::Data { bytes, .. }
+                    if self.current.is_none() || self.current == Some(conn) =>
+                {
                     for client in &mut self.clients {
                         client.record(bytes);
                     }
                 }
-                ProxyEvent::Identified(_) if self.current.is_none() => {
-                    self.current = Some(id);
+                EndpointEvent::Ready { .. } if self.current.is_none() => {
+                    self.current = Some(conn);
                 }
-                ProxyEvent::VmotionBegin { .. } => match self.config.begin_answer {
-                    BeginAnswer::Coordinator => self.answer_begin(id, true),
-                    BeginAnswer::NotNow => self.answer_begin(id, false),
-                    BeginAnswer::Delayed(by) => self.delayed_begins.push((now + by, id)),
-                },
-                ProxyEvent::PeerClaim { .. } if !self.config.answer_peer => {}
-                ProxyEvent::PeerClaim { .. } => {
-                    if let Some(link) = self.links.get_mut(&id) {
-                        let outcome = self.coordinator.claim(now, &mut link.session);
-                        self.log_outcome(format!("{outcome:?}"));
+                EndpointEvent::BeginRequested { .. } => {
+                    if let BeginAnswer::Delayed(by) = self.config.begin_answer {
+                        self.delayed_begins.push((now + by, conn));
                     }
                 }
-                ProxyEvent::VmotionComplete { source, .. } => {
-                    let source = ConnId(source.0);
-                    if let Some(mut src) = self.links.remove(&source) {
-                        let outcome = match self.links.get_mut(&id) {
-                            Some(dest) => {
-                                self.coordinator
-                                    .complete(now, &mut dest.session, &mut src.session)
-                            }
-                            None => CompleteOutcome::NoRequest,
-                        };
-                        let keep_source = match outcome {
-                            CompleteOutcome::Switched { source_closed, .. } => {
-                                self.current = Some(id);
-                                !source_closed
-                            }
-                            _ => true,
-                        };
-                        if keep_source {
-                            self.links.insert(source, src);
-                        }
-                        self.log_outcome(format!("{outcome:?}"));
-                    }
+                EndpointEvent::Moved { .. } => {
+                    self.current = Some(conn);
+                    outcome = true;
                 }
-                ProxyEvent::VmotionAbort { .. } => {
-                    if let Some(link) = self.links.get(&id) {
-                        let aborted = self.coordinator.abort(&link.session);
-                        self.log_outcome(format!("abort {aborted}"));
+                EndpointEvent::Closed { conn: id, .. } => {
+                    self.conns.remove(id);
+                    self.wires.remove(&conn);
+                    if self.current == Some(conn) {
+                        self.current = None;
                     }
+                    outcome = true;
                 }
-                _ => {}
+                EndpointEvent::BeginAnswered { .. }
+                | EndpointEvent::PeerAnswered { .. }
+                | EndpointEvent::CompleteRefused { .. }
+                | EndpointEvent::VmotionAborted { .. }
+                | EndpointEvent::VmotionExpired { .. }
+                | EndpointEvent::SourceClosed { .. } => outcome = true,
+                // Unanswered PEERs (`answer_peer: false`) stall the destination on purpose.
+                EndpointEvent::PeerRequested { .. }
+                | EndpointEvent::Data { .. }
+                | EndpointEvent::Ready { .. }
+                | EndpointEvent::Identified { .. }
+                | EndpointEvent::KnownSuboptions { .. }
+                | EndpointEvent::ProxyRequested { .. }
+                | EndpointEvent::ComPort { .. }
+                | EndpointEvent::UnknownSuboptionReported { .. }
+                | EndpointEvent::Command { .. }
+                | EndpointEvent::OptionChanged { .. }
+                | EndpointEvent::ProtocolError { .. } => {}
             }
-            if self.proxy_events.len() < self.max_log {
-                self.proxy_events.push((id, event));
+            if outcome && self.outcomes.len() < self.max_log {
+                self.outcomes.push(format!("{event:?}"));
+            }
+            if self.endpoint_events.len() < self.max_log {
+                self.endpoint_events.push((conn, event));
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The emulator against vspc-proto's ProxySession and Coordinator, in memory, on a simulated
-//! clock: handshake, identification, exact data both ways, vMotion and its failure paths,
+//! The emulator against vspc-proto's Endpoint (its ProxySessions and Coordinator), in
+//! memory, on a simulated clock: handshake, identification, exact data both ways, vMotion and its failure paths,
 //! the device life cycle and faults.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -9,7 +9,8 @@ use bytes::Bytes;
 use vspc_emulator::lab::{BeginAnswer, Lab, LabConfig, Violation};
 use vspc_emulator::*;
 use vspc_proto::{
-    Command, CoordinatorEvent, Direction, ProtocolError, ProxyConfig, ProxyEvent, ProxyRequest,
+    BeginOutcome, ClaimOutcome, CloseReason, Command, Direction, EndpointEvent, ProtocolError,
+    ProxyConfig, ProxyRequest, RejectReason,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -41,11 +42,32 @@ fn vm_events(lab: &Lab) -> Vec<EmulatorEvent> {
     lab.vm_events().to_vec()
 }
 
-fn proxy_events_of(lab: &Lab, conn: ConnId) -> Vec<ProxyEvent> {
-    lab.proxy_events()
+fn endpoint_events_of(lab: &Lab, conn: ConnId) -> Vec<EndpointEvent<ConnId>> {
+    lab.endpoint_events()
         .iter()
         .filter(|(c, _)| *c == conn)
         .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// The vMotion events the endpoint reported (answers, outcomes, closes), in order.
+fn vmotion_events(lab: &Lab) -> Vec<EndpointEvent<ConnId>> {
+    lab.endpoint_events()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .filter(|e| {
+            matches!(
+                e,
+                EndpointEvent::BeginAnswered { .. }
+                    | EndpointEvent::PeerAnswered { .. }
+                    | EndpointEvent::Moved { .. }
+                    | EndpointEvent::CompleteRefused { .. }
+                    | EndpointEvent::VmotionAborted { .. }
+                    | EndpointEvent::VmotionExpired { .. }
+                    | EndpointEvent::SourceClosed { .. }
+                    | EndpointEvent::Closed { .. }
+            )
+        })
         .collect()
 }
 
@@ -166,17 +188,59 @@ fn vmotion_completes_with_both_fin_orders_and_loses_nothing() {
         assert_eq!(lab.current(), Some(dest));
         assert!(lab.session(source).is_none(), "source session dropped");
         assert_eq!(lab.coordinator().pending_len(), 0);
-        let switched = lab
-            .outcomes()
-            .iter()
-            .find(|o| o.starts_with("Switched"))
-            .unwrap()
-            .clone();
-        let fin_first = fin_order == FinOrder::FinBeforeComplete;
-        assert!(
-            switched.contains(&format!("source_closed: {fin_first}")),
-            "{switched}"
+        // GOAHEAD, PEER-OK, then the move and the source's close in the host's FIN order.
+        let events = vmotion_events(&lab);
+        let (src, dst) = (
+            events[0].conn(),
+            match &events[1] {
+                EndpointEvent::PeerAnswered { conn, .. } => *conn,
+                other => panic!("{other:?}"),
+            },
         );
+        assert!(matches!(
+            events[0],
+            EndpointEvent::BeginAnswered {
+                outcome: BeginOutcome::GoAhead { .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            events[1],
+            EndpointEvent::PeerAnswered {
+                outcome: ClaimOutcome::Accepted { source },
+                ..
+            } if source == src
+        ));
+        let closed = EndpointEvent::Closed {
+            conn: src,
+            reason: CloseReason::MovedAway { to: dst },
+            data: source,
+        };
+        let moved = |replayed| EndpointEvent::Moved {
+            from: src,
+            to: dst,
+            sequence: Bytes::from_static(b"\x44\xda\x87\xff"),
+            replayed,
+        };
+        let fin_first = fin_order == FinOrder::FinBeforeComplete;
+        let rest: Vec<EndpointEvent<ConnId>> = events[2..].to_vec();
+        let replayed = rest
+            .iter()
+            .find_map(|e| match e {
+                EndpointEvent::Moved { replayed, .. } => Some(*replayed),
+                _ => None,
+            })
+            .unwrap();
+        assert!(replayed >= 33, "typed during the vMotion, held, replayed");
+        if fin_first {
+            let in_transit = EndpointEvent::SourceClosed {
+                conn: src,
+                peer: Some(dst),
+            };
+            assert_eq!(rest, vec![in_transit, moved(replayed), closed]);
+        } else {
+            assert_eq!(rest, vec![moved(replayed), closed]);
+        }
         // The destination never sent DO-PROXY but identified itself.
         assert!(lab.session(dest).unwrap().proxy_request().is_none());
         traffic(&mut lab, 5, 20);
@@ -224,11 +288,18 @@ fn a_rejected_destination_makes_the_source_abort_and_carry_on() {
             reason: AbortReason::PeerRejected
         }))
     );
-    assert!(lab.outcomes().iter().any(|o| o == "abort true"));
-    assert!(lab.outcomes().iter().any(|o| o.contains("UnknownKey")));
-    assert!(proxy_events_of(&lab, source)
+    assert!(lab.outcomes().iter().any(|o| o.contains("VmotionAborted")));
+    assert!(vmotion_events(&lab).iter().any(|e| matches!(
+        e,
+        EndpointEvent::PeerAnswered {
+            outcome: ClaimOutcome::Rejected(RejectReason::UnknownKey),
+            ..
+        }
+    )));
+    assert!(endpoint_events_of(&lab, source)
         .iter()
-        .any(|e| matches!(e, ProxyEvent::VmotionAbort { .. })));
+        .any(|e| matches!(e, EndpointEvent::VmotionAborted { released: 25, .. })));
+    assert_eq!(lab.coordinator().pending_len(), 0);
     assert_eq!(lab.vm().current_conn(), Some(source));
     assert_eq!(lab.current(), Some(source));
     settle(&mut lab);
@@ -254,7 +325,7 @@ fn a_late_goahead_is_cancelled_silently_and_the_proxy_expires_it() {
     assert!(vm_events(&lab).contains(&EmulatorEvent::Vmotion(VmotionOutcome::Cancelled)));
     // The proxy answers GOAHEAD at 5.5 s; the VM has moved on and opens no destination.
     lab.advance(Duration::from_millis(600));
-    assert!(lab.outcomes().iter().any(|o| o.starts_with("GoAhead")));
+    assert!(lab.outcomes().iter().any(|o| o.contains("GoAhead")));
     assert_eq!(lab.vm().destination_conn(), None);
     // Client data is held by the proxy until it expires the vMotion by itself (30 s).
     lab.client_send(40);
@@ -263,19 +334,19 @@ fn a_late_goahead_is_cancelled_silently_and_the_proxy_expires_it() {
     lab.advance(Duration::from_secs(29));
     assert_eq!(lab.vm().recorder().total(), held_at);
     lab.advance(Duration::from_secs(1));
-    assert!(lab.coordinator_events().iter().any(|e| matches!(
+    // The source is open: the VM stays, nothing closes.
+    assert!(matches!(
+        vmotion_events(&lab).last().unwrap(),
+        EndpointEvent::VmotionExpired { released: 40, .. }
+    ));
+    assert!(endpoint_events_of(&lab, source)
+        .iter()
+        .any(|e| matches!(e, EndpointEvent::VmotionExpired { released: 40, .. })));
+    assert!(!endpoint_events_of(&lab, source).iter().any(|e| matches!(
         e,
-        CoordinatorEvent::Expired {
-            source_closed: false,
-            ..
-        }
+        EndpointEvent::VmotionAborted { .. } | EndpointEvent::Closed { .. }
     )));
-    assert!(proxy_events_of(&lab, source)
-        .iter()
-        .any(|e| matches!(e, ProxyEvent::VmotionExpired { released: 40, .. })));
-    assert!(!proxy_events_of(&lab, source)
-        .iter()
-        .any(|e| matches!(e, ProxyEvent::VmotionAbort { .. })));
+    assert_eq!(lab.current(), Some(source));
     settle(&mut lab);
     assert_eq!(lab.vm().recorder().total(), 30 + 40);
 }
@@ -294,9 +365,12 @@ fn destination_timeout_aborts_when_peer_ok_never_comes() {
         .unwrap();
     lab.run();
     let dest = lab.vm().destination_conn().unwrap();
-    assert!(proxy_events_of(&lab, dest)
+    assert!(endpoint_events_of(&lab, dest)
         .iter()
-        .any(|e| matches!(e, ProxyEvent::PeerClaim { .. })));
+        .any(|e| matches!(e, EndpointEvent::PeerRequested { .. })));
+    assert!(!endpoint_events_of(&lab, dest)
+        .iter()
+        .any(|e| matches!(e, EndpointEvent::PeerAnswered { .. })));
     lab.client_send(12);
     lab.advance(Duration::from_millis(4_990));
     assert!(lab.vm().is_migrating());
@@ -310,9 +384,17 @@ fn destination_timeout_aborts_when_peer_ok_never_comes() {
         lab.session(dest).is_none(),
         "the destination connection was closed"
     );
-    assert!(proxy_events_of(&lab, source)
+    assert!(endpoint_events_of(&lab, source)
         .iter()
-        .any(|e| matches!(e, ProxyEvent::VmotionAbort { released: 12, .. })));
+        .any(|e| matches!(e, EndpointEvent::VmotionAborted { released: 12, .. })));
+    assert!(endpoint_events_of(&lab, dest).iter().any(|e| matches!(
+        e,
+        EndpointEvent::Closed {
+            reason: CloseReason::Disconnected,
+            data,
+            ..
+        } if *data == dest
+    )));
     settle(&mut lab);
     assert_eq!(lab.vm().recorder().total(), 12);
 }
@@ -430,9 +512,13 @@ fn oversized_subnegotiation_and_telnet_noise_leave_the_data_intact() {
     lab.vm_mut().inject(Fault::TelnetNoise).unwrap();
     traffic(&mut lab, 2, 10);
     let conn = lab.vm().current_conn().unwrap();
-    assert!(proxy_events_of(&lab, conn)
-        .iter()
-        .any(|e| matches!(e, ProxyEvent::Error(ProtocolError::Telnet(_)))));
+    assert!(endpoint_events_of(&lab, conn).iter().any(|e| matches!(
+        e,
+        EndpointEvent::ProtocolError {
+            error: ProtocolError::Telnet(_),
+            ..
+        }
+    )));
     settle(&mut lab);
 }
 

@@ -247,6 +247,35 @@ pub enum EndpointEvent<T = ()> {
     },
 }
 
+impl<T> EndpointEvent<T> {
+    /// The connection the event is about: for [`EndpointEvent::Moved`], the destination
+    /// (where VMOTION-COMPLETE arrived; the source is `from`).
+    pub fn conn(&self) -> SessionId {
+        match self {
+            EndpointEvent::Data { conn, .. }
+            | EndpointEvent::Identified { conn, .. }
+            | EndpointEvent::KnownSuboptions { conn, .. }
+            | EndpointEvent::ProxyRequested { conn, .. }
+            | EndpointEvent::Ready { conn }
+            | EndpointEvent::BeginRequested { conn, .. }
+            | EndpointEvent::BeginAnswered { conn, .. }
+            | EndpointEvent::PeerRequested { conn, .. }
+            | EndpointEvent::PeerAnswered { conn, .. }
+            | EndpointEvent::CompleteRefused { conn, .. }
+            | EndpointEvent::VmotionAborted { conn, .. }
+            | EndpointEvent::VmotionExpired { conn, .. }
+            | EndpointEvent::SourceClosed { conn, .. }
+            | EndpointEvent::Closed { conn, .. }
+            | EndpointEvent::ComPort { conn, .. }
+            | EndpointEvent::UnknownSuboptionReported { conn, .. }
+            | EndpointEvent::Command { conn, .. }
+            | EndpointEvent::OptionChanged { conn, .. }
+            | EndpointEvent::ProtocolError { conn, .. } => *conn,
+            EndpointEvent::Moved { to, .. } => *to,
+        }
+    }
+}
+
 /// Why [`Endpoint::send_data`] did not take client data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -356,7 +385,10 @@ impl<T> Endpoint<T> {
     }
 
     /// An endpoint whose coordinator draws secrets from `secrets` (tests, fuzzing).
-    pub fn with_secret_source(config: EndpointConfig, secrets: impl SecretSource + 'static) -> Self {
+    pub fn with_secret_source(
+        config: EndpointConfig,
+        secrets: impl SecretSource + 'static,
+    ) -> Self {
         let coordinator = Coordinator::with_secret_source(config.coordinator.clone(), secrets);
         Endpoint::with_coordinator(config, coordinator)
     }
@@ -482,7 +514,11 @@ impl<T> Endpoint<T> {
 
     /// Client data for the VM that `conn` carries (or carried: after a completed vMotion
     /// the data follows the VM to its new connection). Held during a vMotion, in order.
-    pub fn send_data(&mut self, conn: SessionId, data: &[u8]) -> Result<SessionId, EndpointSendError> {
+    pub fn send_data(
+        &mut self,
+        conn: SessionId,
+        data: &[u8],
+    ) -> Result<SessionId, EndpointSendError> {
         let mut target = conn;
         // A chain of completed vMotions is followed hop by hop; each hop is a live session.
         for _ in 0..8 {
@@ -515,14 +551,22 @@ impl<T> Endpoint<T> {
 
     /// Answers the pending VMOTION-BEGIN of `conn` ([`Answer::Manual`]): GOAHEAD when
     /// `allow` (and the coordinator agrees), else NOTNOW.
+    ///
+    /// Does nothing when `conn` has no unanswered BEGIN, is unknown, or has closed (the
+    /// answer could not reach the VM).
     pub fn answer_begin(&mut self, now: Instant, conn: SessionId, allow: bool) {
         self.begin(now, conn, allow);
         self.sync_hold(conn);
+        self.process(now, conn);
     }
 
-    /// Answers the pending VMOTION-PEER of `conn` ([`Answer::Manual`]).
+    /// Answers the pending VMOTION-PEER of `conn` ([`Answer::Manual`]). A VMOTION-COMPLETE
+    /// the destination sent before this answer is acted on at once ([`EndpointEvent::Moved`]).
+    ///
+    /// Does nothing when `conn` has no unanswered PEER, is unknown, or has closed.
     pub fn answer_peer(&mut self, now: Instant, conn: SessionId) {
         self.claim(now, conn);
+        self.process(now, conn);
     }
 
     /// Everything queued for the VM on `conn` since the last call, as one write.
@@ -571,6 +615,8 @@ impl<T> Endpoint<T> {
                 c.hold_deadline = None;
                 c.session.handle_timeout(now);
             }
+            // Re-indexes a hold that was not due after all, rather than lose its timer.
+            self.sync_hold(conn);
             self.process(now, conn);
         }
         self.coordinator.handle_timeout(now);
@@ -624,6 +670,11 @@ impl<T> Endpoint<T> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // A closed source (kept while its vMotion is in transit) must not start another one:
+        // the coordinator would take it for open and never report it gone.
+        if c.session.is_closed() {
+            return;
+        }
         let Some(sequence) = c.session.pending_begin().cloned() else {
             return;
         };
@@ -641,17 +692,27 @@ impl<T> Endpoint<T> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // A closed connection claiming a vMotion would block the real destination.
+        if c.session.is_closed() {
+            return;
+        }
         let Some(key) = c.session.pending_claim().cloned() else {
             return;
         };
         let outcome = self.coordinator.claim(now, &mut c.session);
         if outcome != ClaimOutcome::NoRequest {
-            self.events.push_back(EndpointEvent::PeerAnswered { conn, key, outcome });
+            self.events
+                .push_back(EndpointEvent::PeerAnswered { conn, key, outcome });
         }
     }
 
     fn complete(&mut self, now: Instant, dest: SessionId, source: SessionId, sequence: Bytes) {
         let Some(mut src) = self.conns.remove(&source) else {
+            // The source left, so its vMotion is no longer pending (a pending vMotion keeps
+            // its source): refuse as the coordinator would, dropping the stale claim.
+            if let Some(d) = self.conns.get_mut(&dest) {
+                d.session.drop_claim();
+            }
             self.events.push_back(EndpointEvent::CompleteRefused {
                 conn: dest,
                 outcome: CompleteOutcome::NotPending,
@@ -682,9 +743,10 @@ impl<T> Endpoint<T> {
                     self.remove(source, CloseReason::MovedAway { to: dest });
                 }
             }
-            outcome => self
-                .events
-                .push_back(EndpointEvent::CompleteRefused { conn: dest, outcome }),
+            outcome => self.events.push_back(EndpointEvent::CompleteRefused {
+                conn: dest,
+                outcome,
+            }),
         }
     }
 

@@ -106,9 +106,9 @@ proptest! {
     /// either side of COMPLETE) delivers the same bytes whatever the segment size.
     #[test]
     fn whole_vmotion_is_chunking_invariant(chunk in 1usize..64, fin_first in any::<bool>()) {
-        let mut world = World::new(Coordinator::default());
+        let mut world = World::new(EndpointConfig::default());
         world.chunk = chunk;
-        let src = world.connect(source_vm_config(), ProxyConfig::default());
+        let src = world.connect(source_vm_config());
         world.advance(Duration::from_millis(50));
         world.vm_send(src, b"a\xff\x00");
         world.client_send(b"1\xff\r");
@@ -124,7 +124,7 @@ proptest! {
             sequence: Bytes::copy_from_slice(key.sequence().unwrap()),
             secret: Bytes::copy_from_slice(key.secret().unwrap()),
         };
-        let dest = world.connect(config, ProxyConfig::default());
+        let dest = world.connect(config);
         world.client_send(b"3");
         if fin_first {
             world.fin(src);

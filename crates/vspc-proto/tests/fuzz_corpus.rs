@@ -44,6 +44,15 @@ fn proxy_session_corpus_holds_the_invariants() {
         if name.contains("expiry") {
             assert_eq!((reached.goaheads, reached.expired), (2, 1), "{name}");
         }
+        // BEGIN answered by the application after the source closed: nothing is started on
+        // the closed connection; the first vMotion expires and the connection leaves.
+        if name.contains("manual-begin-after-close") {
+            assert_eq!((reached.goaheads, reached.expired), (1, 1), "{name}");
+        }
+        // PEER answered by the application after COMPLETE arrived: the answer completes.
+        if name.contains("manual-peer-early-complete") {
+            assert_eq!((reached.peers_accepted, reached.switched), (1, 1), "{name}");
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! An in-memory concentrator: ProxySessions <-> VmSessions with one Coordinator and a
-//! simulated clock. Every scenario asserts exact bytes or exact events, and that no client
+//! An in-memory concentrator: an Endpoint (its ProxySessions and Coordinator) <-> VmSessions
+//! on a simulated clock. Every scenario asserts exact bytes or exact events, and that no client
 //! byte is lost or duplicated.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -16,10 +16,11 @@ const SEQ: &str = "44da87f1";
 const SECRET: &str = "3ce64dab9a8b7c6d";
 
 fn world_with(secrets: &[&str]) -> World {
-    World::new(Coordinator::with_secret_source(
-        CoordinatorConfig::default(),
-        fixed_secrets(secrets.iter().map(|s| hex(s)).collect()),
-    ))
+    World::with_secrets(EndpointConfig::default(), secrets)
+}
+
+fn world() -> World {
+    World::new(EndpointConfig::default())
 }
 
 fn dest_config(key: &VmotionKey) -> VmConfig {
@@ -52,7 +53,7 @@ fn written(world: &mut World, id: SessionId, action: impl FnOnce(&mut World)) ->
 }
 
 fn identified_source(world: &mut World) -> SessionId {
-    let id = world.connect(source_vm_config(), ProxyConfig::default());
+    let id = world.connect(source_vm_config());
     world.advance(Duration::from_millis(50));
     id
 }
@@ -60,7 +61,7 @@ fn identified_source(world: &mut World) -> SessionId {
 #[test]
 fn handshake_exact_bytes_both_ways_any_chunking() {
     for chunk in [usize::MAX, 7, 1] {
-        let mut world = World::new(Coordinator::default());
+        let mut world = world();
         world.chunk = chunk;
         let id = identified_source(&mut world);
         let expected_proxy = [
@@ -80,7 +81,7 @@ fn handshake_exact_bytes_both_ways_any_chunking() {
         ]
         .concat();
         assert_eq!(world.link(id).vm_out, expected_vm, "chunk {chunk}");
-        let session = world.app.proxy(id);
+        let session = world.app.session(id);
         assert!(session
             .telnet()
             .is_enabled(vspc_telnet::Side::Remote, vspc_telnet::option::VMWARE_EXT));
@@ -95,14 +96,14 @@ fn handshake_exact_bytes_both_ways_any_chunking() {
 
 #[test]
 fn identification_events_in_arrival_order() {
-    let mut world = World::new(Coordinator::default());
+    let mut world = world();
     let id = identified_source(&mut world);
     let uuid = VmUuid::from_uuid(capture_uuid());
     let snapshots: Vec<Identity> = world
-        .proxy_events(id)
+        .events_of(id)
         .into_iter()
         .filter_map(|e| match e {
-            ProxyEvent::Identified(i) => Some(*i),
+            EndpointEvent::Identified { identity, .. } => Some(*identity),
             _ => None,
         })
         .collect();
@@ -118,20 +119,40 @@ fn identification_events_in_arrival_order() {
     expected.location_uuid = Some(uuid);
     all.push(expected.clone());
     assert_eq!(snapshots, all);
-    let events = world.proxy_events(id);
-    assert!(events.contains(&ProxyEvent::KnownSuboptions(ESXI_KNOWN_SUBOPTIONS.to_vec())));
-    assert!(events.contains(&ProxyEvent::ProxyRequested(ProxyRequest {
-        direction: Direction::Server,
-        service_uri: Bytes::from_static(b"vSPC.py"),
-        accepted: true,
-    })));
-    assert!(!events.iter().any(|e| matches!(e, ProxyEvent::Error(_))));
+    let events = world.events_of(id);
+    assert!(events.contains(&EndpointEvent::KnownSuboptions {
+        conn: id,
+        commands: ESXI_KNOWN_SUBOPTIONS.to_vec()
+    }));
+    assert!(events.contains(&EndpointEvent::ProxyRequested {
+        conn: id,
+        request: ProxyRequest {
+            direction: Direction::Server,
+            service_uri: Bytes::from_static(b"vSPC.py"),
+            accepted: true,
+        }
+    }));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, EndpointEvent::ProtocolError { .. })));
+    // Ready once, with the VC UUID (the first identification) and after DO-PROXY.
+    let ready: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, EndpointEvent::Ready { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(ready.len(), 1);
+    assert!(matches!(
+        &events[ready[0] - 1],
+        EndpointEvent::Identified { identity, .. } if identity.name.is_none()
+    ));
 }
 
 #[test]
 fn data_both_ways_is_exact_including_nul_dc1_cr_and_iac() {
     for chunk in [usize::MAX, 1] {
-        let mut world = World::new(Coordinator::default());
+        let mut world = world();
         world.chunk = chunk;
         let id = identified_source(&mut world);
         let tricky = b"\x00\x11\xff\r\n\r\x00\xff\xff\rA\xf0\xfa".to_vec();
@@ -145,35 +166,25 @@ fn data_both_ways_is_exact_including_nul_dc1_cr_and_iac() {
 
 #[test]
 fn data_before_identification_is_delivered() {
-    let mut world = World::new(Coordinator::default());
-    let id = SessionId(1);
-    world.next_id = 2;
+    let mut world = world();
+    let id = world.app.connect();
     let mut vm = VmSession::new(world.app.now, source_vm_config());
     vm.send_data(b"early");
-    world
-        .app
-        .proxies
-        .insert(1, ProxySession::new(id, ProxyConfig::default()));
-    world.links.insert(
-        1,
-        Link {
-            vm,
-            vm_events: Vec::new(),
-            vm_rx: Vec::new(),
-            vm_out: Vec::new(),
-            proxy_out: Vec::new(),
-            open: true,
-        },
-    );
+    world.links.insert(id, Link::new(vm));
     world.run();
-    let events = world.proxy_events(id);
+    let events = world.events_of(id);
     let data = events
         .iter()
-        .position(|e| *e == ProxyEvent::Data(Bytes::from_static(b"early")))
+        .position(|e| {
+            *e == EndpointEvent::Data {
+                conn: id,
+                bytes: Bytes::from_static(b"early"),
+            }
+        })
         .unwrap();
     let identified = events
         .iter()
-        .position(|e| matches!(e, ProxyEvent::Identified(_)))
+        .position(|e| matches!(e, EndpointEvent::Identified { .. }))
         .unwrap();
     assert!(data < identified);
 }
@@ -186,6 +197,7 @@ fn vmotion(fin_before_complete: bool, chunk: usize) {
     world.vm_send(src, b"[src-before]");
     world.client_send(b"<1 to source>");
 
+    let begun = world.app.now;
     let out = written(&mut world, src, |w| {
         w.link(src).vm.begin_vmotion(&hex(SEQ));
         w.run();
@@ -196,7 +208,7 @@ fn vmotion(fin_before_complete: bool, chunk: usize) {
     world.client_send(b"<2 held after GOAHEAD>");
     world.vm_send(src, b"[src-still-running]");
 
-    let dest = world.connect(dest_config(&key), ProxyConfig::default());
+    let dest = world.connect(dest_config(&key));
     let peer_wire = hex(&format!("fffae82c{SEQ}{SECRET}fff0"));
     assert!(world
         .link(dest)
@@ -210,10 +222,16 @@ fn vmotion(fin_before_complete: bool, chunk: usize) {
         sequence: Bytes::from(hex(SEQ))
     }));
     world.client_send(b"<3 held after PEER-OK>");
-    assert_eq!(world.app.proxy(src).held_len(), 44);
+    assert_eq!(world.app.session(src).held_len(), 44);
 
     if fin_before_complete {
-        assert_eq!(world.fin(src), CloseOutcome::Migrating { peer: Some(dest) });
+        assert_eq!(
+            world.fin(src),
+            vec![EndpointEvent::SourceClosed {
+                conn: src,
+                peer: Some(dest)
+            }]
+        );
         // Client data typed while the source is gone is still held in the source session.
         world.client_send(b"<4 after source FIN>");
     }
@@ -232,8 +250,13 @@ fn vmotion(fin_before_complete: bool, chunk: usize) {
     }
     assert_eq!(out, held, "held data goes to the destination first");
     assert_eq!(world.app.current, Some(dest));
+    let moved_away = EndpointEvent::Closed {
+        conn: src,
+        reason: CloseReason::MovedAway { to: dest },
+        data: (),
+    };
     if !fin_before_complete {
-        assert_eq!(world.fin(src), CloseOutcome::MigratedAway { to: dest });
+        assert_eq!(world.fin(src), vec![moved_away.clone()]);
     }
     world.client_send(b"<5 to destination>");
     world.vm_send(dest, b"[dest-after]");
@@ -246,14 +269,39 @@ fn vmotion(fin_before_complete: bool, chunk: usize) {
         world.app.client_rx,
         b"[src-before][src-still-running][dest-after]"
     );
-    assert_eq!(world.app.coord.pending_len(), 0);
-    assert!(!world.app.proxies.contains_key(&src.0));
-    let switched = CompleteOutcome::Switched {
-        source: src,
+    assert_eq!(world.app.endpoint.coordinator().pending_len(), 0);
+    assert!(world.app.endpoint.session(src).is_none());
+    // Every step of the vMotion, as the endpoint reported it.
+    let seq = Bytes::from(hex(SEQ));
+    let mut expected = vec![
+        EndpointEvent::BeginAnswered {
+            conn: src,
+            sequence: seq.clone(),
+            outcome: BeginOutcome::GoAhead {
+                key: key.clone(),
+                deadline: begun + Duration::from_secs(30),
+            },
+        },
+        EndpointEvent::PeerAnswered {
+            conn: dest,
+            key: key.clone(),
+            outcome: ClaimOutcome::Accepted { source: src },
+        },
+    ];
+    if fin_before_complete {
+        expected.push(EndpointEvent::SourceClosed {
+            conn: src,
+            peer: Some(dest),
+        });
+    }
+    expected.push(EndpointEvent::Moved {
+        from: src,
+        to: dest,
+        sequence: seq,
         replayed: held.len(),
-        source_closed: fin_before_complete,
-    };
-    assert_eq!(world.app.outcomes.last().unwrap(), &format!("{switched:?}"));
+    });
+    expected.push(moved_away);
+    assert_eq!(world.app.vmotion_events(), expected);
 }
 
 #[test]
@@ -271,9 +319,9 @@ fn vmotion_success_fin_after_complete() {
 #[test]
 fn notnow_when_vetoed_unidentified_or_already_claimed() {
     // Vetoed by the application.
-    let mut world = World::new(Coordinator::default());
+    let mut world = world();
     let src = identified_source(&mut world);
-    world.app.allow_vmotion = false;
+    world.app.endpoint.set_allow_vmotion(false);
     let out = written(&mut world, src, |w| {
         w.link(src).vm.begin_vmotion(&hex("cd526755"));
         w.run();
@@ -287,28 +335,22 @@ fn notnow_when_vetoed_unidentified_or_already_claimed() {
     assert_eq!(world.link(src).vm_rx, b"not held");
 
     // Unidentified: BEGIN before VM-VC-UUID.
-    let mut app = App::new(t0(), Coordinator::default());
-    app.proxies
-        .insert(7, ProxySession::new(SessionId(7), ProxyConfig::default()));
-    app.proxy(SessionId(7)).poll_transmit();
+    let mut app = App::new(EndpointConfig::default());
+    let id = app.connect();
+    app.transmit(id);
+    let sequence = Bytes::from_static(b"\x01\x02\x03\x04");
     let begin = Message::VmotionBegin {
-        sequence: Bytes::from_static(b"\x01\x02\x03\x04"),
+        sequence: sequence.clone(),
     };
-    let now = app.now;
-    app.proxy(SessionId(7))
-        .handle_input_slice(now, &begin.to_wire());
-    app.process(SessionId(7));
     assert_eq!(
-        app.outcomes,
-        vec![format!(
-            "{:?}",
-            BeginOutcome::NotNow(NotNowReason::Unidentified)
-        )]
+        app.input(id, &begin.to_wire()),
+        vec![EndpointEvent::BeginAnswered {
+            conn: id,
+            sequence,
+            outcome: BeginOutcome::NotNow(NotNowReason::Unidentified)
+        }]
     );
-    assert_eq!(
-        app.proxy(SessionId(7)).poll_transmit().as_deref(),
-        Some(&hex("fffae82b01020304fff0")[..])
-    );
+    assert_eq!(app.transmit(id), hex("fffae82b01020304fff0"));
 
     // Already pending: a destination claimed the first vMotion, then a second BEGIN.
     let mut world = world_with(&[SECRET, "0102030405060708"]);
@@ -317,7 +359,7 @@ fn notnow_when_vetoed_unidentified_or_already_claimed() {
     world.run();
     let key = goahead_key(&mut world, src);
     world.client_send(b"held");
-    let dest = world.connect(dest_config(&key), ProxyConfig::default());
+    let dest = world.connect(dest_config(&key));
     assert!(world
         .link(dest)
         .vm_events
@@ -329,8 +371,12 @@ fn notnow_when_vetoed_unidentified_or_already_claimed() {
     });
     assert_eq!(out, hex("fffae82baabbccddfff0"));
     assert_eq!(
-        world.app.outcomes.last().unwrap(),
-        &format!("{:?}", BeginOutcome::NotNow(NotNowReason::AlreadyPending))
+        world.app.vmotion_events().last().unwrap(),
+        &EndpointEvent::BeginAnswered {
+            conn: src,
+            sequence: Bytes::from(hex("aabbccdd")),
+            outcome: BeginOutcome::NotNow(NotNowReason::AlreadyPending)
+        }
     );
     // The claimed vMotion is intact: COMPLETE still switches, with the held data.
     let out = written(&mut world, dest, |w| {
@@ -355,7 +401,7 @@ fn abort_releases_held_data_to_the_source_first_and_complete_then_does_nothing()
     world.run();
     let key = goahead_key(&mut world, src);
     world.client_send(b"one ");
-    let dest = world.connect(dest_config(&key), ProxyConfig::default());
+    let dest = world.connect(dest_config(&key));
     world.client_send(b"two ");
     // ABORT on the destination has no effect.
     let out = written(&mut world, dest, |w| {
@@ -364,11 +410,12 @@ fn abort_releases_held_data_to_the_source_first_and_complete_then_does_nothing()
     });
     assert!(out.is_empty());
     assert!(world
-        .proxy_events(dest)
-        .contains(&ProxyEvent::Error(ProtocolError::OutOfSequence(
-            Command::VmotionAbort
-        ))));
-    assert!(world.app.proxy(src).is_holding());
+        .events_of(dest)
+        .contains(&EndpointEvent::ProtocolError {
+            conn: dest,
+            error: ProtocolError::OutOfSequence(Command::VmotionAbort)
+        }));
+    assert!(world.app.session(src).is_holding());
     // ABORT on the source: held data first, then whatever comes next.
     let out = written(&mut world, src, |w| {
         w.link(src).vm.abort_vmotion();
@@ -377,11 +424,14 @@ fn abort_releases_held_data_to_the_source_first_and_complete_then_does_nothing()
     });
     assert_eq!(out, b"one two three");
     assert_eq!(world.link(src).vm_rx, b"one two three");
-    assert!(world.proxy_events(src).contains(&ProxyEvent::VmotionAbort {
-        sequence: Bytes::from(hex(SEQ)),
-        released: 8
-    }));
-    assert_eq!(world.app.coord.pending_len(), 0);
+    assert!(world
+        .events_of(src)
+        .contains(&EndpointEvent::VmotionAborted {
+            conn: src,
+            sequence: Bytes::from(hex(SEQ)),
+            released: 8
+        }));
+    assert_eq!(world.app.endpoint.coordinator().pending_len(), 0);
     // A late COMPLETE from the destination switches nothing.
     let out = written(&mut world, dest, |w| {
         w.link(dest).vm.complete_vmotion();
@@ -389,8 +439,11 @@ fn abort_releases_held_data_to_the_source_first_and_complete_then_does_nothing()
     });
     assert!(out.is_empty());
     assert_eq!(
-        world.app.outcomes.last().unwrap(),
-        &format!("{:?}", CompleteOutcome::NotPending)
+        world.app.vmotion_events().last().unwrap(),
+        &EndpointEvent::CompleteRefused {
+            conn: dest,
+            outcome: CompleteOutcome::NotPending
+        }
     );
     assert_eq!(world.app.current, Some(src));
     // COMPLETE on the source has no effect either.
@@ -402,10 +455,11 @@ fn abort_releases_held_data_to_the_source_first_and_complete_then_does_nothing()
         });
     world.run();
     assert!(world
-        .proxy_events(src)
-        .contains(&ProxyEvent::Error(ProtocolError::OutOfSequence(
-            Command::VmotionComplete
-        ))));
+        .events_of(src)
+        .contains(&EndpointEvent::ProtocolError {
+            conn: src,
+            error: ProtocolError::OutOfSequence(Command::VmotionComplete)
+        }));
     assert_eq!(world.app.current, Some(src));
 }
 
@@ -415,35 +469,35 @@ fn goahead_never_used_expires_at_the_deadline_and_a_new_begin_works() {
     let src = identified_source(&mut world);
     world.link(src).vm.begin_vmotion(&hex(SEQ));
     world.run();
-    let deadline = world.app.proxy(src).poll_timeout().unwrap();
-    assert_eq!(world.app.coord.poll_timeout(), Some(deadline));
+    let deadline = world.app.session(src).poll_timeout().unwrap();
+    assert_eq!(
+        world.app.endpoint.coordinator().poll_timeout(),
+        Some(deadline)
+    );
+    assert_eq!(world.app.endpoint.poll_timeout(), Some(deadline));
     assert_eq!(deadline - world.app.now, Duration::from_secs(30));
     world.client_send(b"waiting");
     world.advance(Duration::from_secs(30) - Duration::from_millis(1));
-    assert!(world.app.proxy(src).is_holding());
+    assert!(world.app.session(src).is_holding());
     assert!(world.link(src).vm_rx.is_empty());
     world.advance(Duration::from_millis(1));
-    assert!(!world.app.proxy(src).is_holding());
+    assert!(!world.app.session(src).is_holding());
     assert_eq!(world.link(src).vm_rx, b"waiting");
-    assert!(world
-        .proxy_events(src)
-        .contains(&ProxyEvent::VmotionExpired {
+    // The source is open: the VM stays here and nothing closes.
+    assert_eq!(
+        world.app.vmotion_events().last().unwrap(),
+        &EndpointEvent::VmotionExpired {
+            conn: src,
             sequence: Bytes::from(hex(SEQ)),
             released: 7
-        }));
-    assert_eq!(
-        world.app.coord_events,
-        vec![CoordinatorEvent::Expired {
-            source: src,
-            sequence: Bytes::from(hex(SEQ)),
-            peer: None,
-            source_closed: false
-        }]
+        }
     );
-    assert_eq!(world.app.coord.poll_timeout(), None);
+    assert_eq!(world.app.endpoint.coordinator().poll_timeout(), None);
+    assert_eq!(world.app.endpoint.poll_timeout(), None);
+    assert_eq!(world.app.current, Some(src));
     // The expired key is unknown to a late destination.
     let old = VmotionKey::new(&hex(SEQ), &hex(SECRET));
-    let late = world.connect(dest_config(&old), ProxyConfig::default());
+    let late = world.connect(dest_config(&old));
     assert!(world.link(late).vm_events.contains(&VmEvent::PeerRejected));
     // A new BEGIN gets a fresh GOAHEAD.
     let out = written(&mut world, src, |w| {
@@ -465,12 +519,12 @@ fn second_begin_supersedes_an_unclaimed_one() {
         w.run();
     });
     assert_eq!(out, hex("fffae829 01020304 2222222222222222 fff0"));
-    assert_eq!(world.app.coord.pending_len(), 1);
+    assert_eq!(world.app.endpoint.coordinator().pending_len(), 1);
     let old = VmotionKey::new(&hex(SEQ), &hex(SECRET));
-    let stale = world.connect(dest_config(&old), ProxyConfig::default());
+    let stale = world.connect(dest_config(&old));
     assert!(world.link(stale).vm_events.contains(&VmEvent::PeerRejected));
     let new = goahead_key(&mut world, src);
-    let dest = world.connect(dest_config(&new), ProxyConfig::default());
+    let dest = world.connect(dest_config(&new));
     let out = written(&mut world, dest, |w| {
         w.link(dest).vm.complete_vmotion();
         w.run();
@@ -484,18 +538,34 @@ fn expiry_after_the_source_closed_reports_the_vm_gone() {
     let src = identified_source(&mut world);
     world.link(src).vm.begin_vmotion(&hex(SEQ));
     world.run();
-    assert_eq!(world.fin(src), CloseOutcome::Migrating { peer: None });
-    world.advance(Duration::from_secs(31));
+    world.client_send(b"lost");
     assert_eq!(
-        world.app.coord_events,
-        vec![CoordinatorEvent::Expired {
-            source: src,
-            sequence: Bytes::from(hex(SEQ)),
-            peer: None,
-            source_closed: true
+        world.fin(src),
+        vec![EndpointEvent::SourceClosed {
+            conn: src,
+            peer: None
         }]
     );
-    assert!(!world.app.proxies.contains_key(&src.0));
+    assert!(world.app.endpoint.session(src).is_some(), "kept in transit");
+    let before = world.app.events.len();
+    world.advance(Duration::from_secs(31));
+    assert_eq!(
+        world.app.events[before..].to_vec(),
+        vec![
+            EndpointEvent::VmotionExpired {
+                conn: src,
+                sequence: Bytes::from(hex(SEQ)),
+                released: 4
+            },
+            EndpointEvent::Closed {
+                conn: src,
+                reason: CloseReason::VmotionExpired,
+                data: ()
+            }
+        ]
+    );
+    assert!(world.app.endpoint.session(src).is_none());
+    assert_eq!(world.app.current, None);
 }
 
 #[test]
@@ -518,7 +588,7 @@ fn sequence_and_secret_with_iac_and_se_bytes() {
         assert_eq!(key.sequence(), Some(&hex(seq)[..]));
         assert_eq!(key.secret(), Some(&hex(secret)[..]));
         world.client_send(b"\xff\xf0held\xff");
-        let dest = world.connect(dest_config(&key), ProxyConfig::default());
+        let dest = world.connect(dest_config(&key));
         let peer_ok = hex("fffae82d fffff0ffff00 fff0");
         assert!(world
             .link(dest)
@@ -533,13 +603,13 @@ fn sequence_and_secret_with_iac_and_se_bytes() {
         assert_eq!(world.link(dest).vm_rx, b"\xff\xf0held\xff");
         world.fin(src);
         world.fin(dest);
-        world.app.current = None;
+        assert_eq!(world.app.current, None);
     }
 }
 
 #[test]
 fn unknown_suboptions_both_ways() {
-    let mut world = World::new(Coordinator::default());
+    let mut world = world();
     let id = identified_source(&mut world);
     // VM -> proxy: an unassigned code, and a proxy-only command.
     let out = written(&mut world, id, |w| {
@@ -559,12 +629,10 @@ fn unknown_suboptions_both_ways() {
         w.run();
     });
     assert_eq!(out, hex("fffae80399fff0 fffae80329fff0"));
-    let events = world.proxy_events(id);
-    assert!(
-        events.contains(&ProxyEvent::Error(ProtocolError::UnexpectedMessage(
-            Command::Unknown(0x99)
-        )))
-    );
+    assert!(world.events_of(id).contains(&EndpointEvent::ProtocolError {
+        conn: id,
+        error: ProtocolError::UnexpectedMessage(Command::Unknown(0x99))
+    }));
     // Proxy -> VM: the VM answers UNKNOWN-SUBOPTION-RCVD-1, which the proxy reports.
     let now = world.app.now;
     let link = world.link(id);
@@ -572,22 +640,22 @@ fn unknown_suboptions_both_ways() {
         .handle_input(now, &Bytes::from(hex("fffae877aafff0")));
     let reply = link.vm.poll_transmit().unwrap();
     assert_eq!(&reply[..], &hex("fffae80277fff0")[..]);
-    world.app.proxy(id).handle_input(now, &reply);
-    world.app.process(id);
-    assert!(world
-        .proxy_events(id)
-        .contains(&ProxyEvent::UnknownSuboptionReported(Command::Unknown(
-            0x77
-        ))));
-    assert_eq!(world.app.proxy(id).poll_transmit(), None);
+    assert_eq!(
+        world.app.input(id, &reply),
+        vec![EndpointEvent::UnknownSuboptionReported {
+            conn: id,
+            command: Command::Unknown(0x77)
+        }]
+    );
+    assert_eq!(world.app.endpoint.poll_transmit(id), None);
 }
 
 #[test]
 fn garbage_between_messages_is_survived_and_reported() {
-    let mut world = World::new(Coordinator::default());
+    let mut world = world();
     let mut vm_config = source_vm_config();
     vm_config.com_port_delay = None;
-    let id = world.connect(vm_config, ProxyConfig::default());
+    let id = world.connect(vm_config);
     let out = written(&mut world, id, |w| {
         let vm = &mut w.link(id).vm;
         vm.send_raw(&hex("fff1")); // NOP
@@ -607,31 +675,40 @@ fn garbage_between_messages_is_survived_and_reported() {
         w.run();
     });
     assert_eq!(out, hex("fffe99 fffae849fff0 fffae849fff0 fffae8032cfff0"));
-    let events = world.proxy_events(id);
-    let tail: Vec<ProxyEvent> = events
+    let events = world.events_of(id);
+    let tail: Vec<EndpointEvent> = events
         .iter()
-        .skip_while(|e| !matches!(e, ProxyEvent::Command(_)))
+        .skip_while(|e| !matches!(e, EndpointEvent::Command { .. }))
         .cloned()
         .collect();
+    let command = |code: u8| EndpointEvent::Command {
+        conn: id,
+        command: vspc_telnet::Command::from_code(code).unwrap(),
+    };
+    let data = |bytes: &'static [u8]| EndpointEvent::Data {
+        conn: id,
+        bytes: Bytes::from_static(bytes),
+    };
+    let error = |error: ProtocolError| EndpointEvent::ProtocolError { conn: id, error };
     let expected = vec![
-        ProxyEvent::Command(vspc_telnet::Command::Nop),
-        ProxyEvent::Command(vspc_telnet::Command::from_code(0xf0).unwrap()),
-        ProxyEvent::Data(Bytes::from_static(b"junk")),
-        ProxyEvent::Error(ProtocolError::UnexpectedSubnegotiation { option: 0x18 }),
-        ProxyEvent::Error(ProtocolError::Message(MessageError::Empty)),
-        ProxyEvent::Error(ProtocolError::Message(MessageError::MissingDirection)),
-        ProxyEvent::Error(ProtocolError::Message(MessageError::InvalidDirection(b'X'))),
-        ProxyEvent::Error(ProtocolError::Message(MessageError::MissingSequence {
+        command(0xf1),
+        command(0xf0),
+        data(b"junk"),
+        error(ProtocolError::UnexpectedSubnegotiation { option: 0x18 }),
+        error(ProtocolError::Message(MessageError::Empty)),
+        error(ProtocolError::Message(MessageError::MissingDirection)),
+        error(ProtocolError::Message(MessageError::InvalidDirection(b'X'))),
+        error(ProtocolError::Message(MessageError::MissingSequence {
             command: Command::VmotionBegin,
         })),
-        ProxyEvent::Error(ProtocolError::Message(MessageError::MissingSequence {
+        error(ProtocolError::Message(MessageError::MissingSequence {
             command: Command::VmotionPeer,
         })),
-        ProxyEvent::Error(ProtocolError::Message(MessageError::WrongLength {
+        error(ProtocolError::Message(MessageError::WrongLength {
             command: Command::UnknownSuboptionRcvd2,
             len: 0,
         })),
-        ProxyEvent::Error(ProtocolError::Telnet(
+        error(ProtocolError::Telnet(
             DecodeError::SubnegotiationInterrupted {
                 option: 232,
                 byte: 0,
@@ -641,18 +718,11 @@ fn garbage_between_messages_is_survived_and_reported() {
     assert_eq!(&tail[..expected.len()], &expected[..]);
     // After `IAC NUL` (an unknown command) decoding resumes: the stray SE, data, the message.
     let rest = &tail[expected.len()..];
-    assert_eq!(
-        &rest[..3],
-        &[
-            ProxyEvent::Command(vspc_telnet::Command::from_code(0).unwrap()),
-            ProxyEvent::Command(vspc_telnet::Command::from_code(0xf0).unwrap()),
-            ProxyEvent::Data(Bytes::from_static(b"more")),
-        ]
-    );
+    assert_eq!(&rest[..3], &[command(0), command(0xf0), data(b"more"),]);
     assert_eq!(
         world
             .app
-            .proxy(id)
+            .session(id)
             .identity()
             .name
             .as_ref()
@@ -665,80 +735,77 @@ fn garbage_between_messages_is_survived_and_reported() {
 
 #[test]
 fn oversized_subnegotiation_is_reported_and_discarded() {
-    let mut world = World::new(Coordinator::default());
-    let mut vm_config = source_vm_config();
-    vm_config.com_port_delay = None;
-    let proxy = ProxyConfig {
+    let mut world = World::new(endpoint_config(ProxyConfig {
         max_subnegotiation: 64,
         ..ProxyConfig::default()
-    };
-    let id = world.connect(vm_config, proxy);
+    }));
+    let mut vm_config = source_vm_config();
+    vm_config.com_port_delay = None;
+    let id = world.connect(vm_config);
     world
         .link(id)
         .vm
         .send_raw_message(&Message::VmName(VmName::new(vec![b'x'; 1000])));
     world.vm_send(id, b"after");
-    assert!(world
-        .proxy_events(id)
-        .contains(&ProxyEvent::Error(ProtocolError::Telnet(
-            DecodeError::SubnegotiationTooLong {
-                option: 232,
-                limit: 64
-            }
-        ))));
+    assert!(world.events_of(id).contains(&EndpointEvent::ProtocolError {
+        conn: id,
+        error: ProtocolError::Telnet(DecodeError::SubnegotiationTooLong {
+            option: 232,
+            limit: 64
+        })
+    }));
     assert_eq!(world.app.client_rx, b"after");
 }
 
 #[test]
 fn hold_is_bounded() {
-    let mut world = world_with(&[SECRET]);
-    let proxy = ProxyConfig {
+    let config = endpoint_config(ProxyConfig {
         max_held: 10,
         ..ProxyConfig::default()
-    };
-    let src = world.connect(source_vm_config(), proxy);
+    });
+    let mut world = World::with_secrets(config, &[SECRET]);
+    let src = world.connect(source_vm_config());
     world.link(src).vm.begin_vmotion(&hex(SEQ));
     world.run();
-    let session = world.app.proxy(src);
-    assert_eq!(session.send_data(b"0123456789"), Ok(()));
+    let endpoint = &mut world.app.endpoint;
+    assert_eq!(endpoint.send_data(src, b"0123456789"), Ok(src));
     assert_eq!(
-        session.send_data(b"x"),
-        Err(SendError::HoldFull {
+        endpoint.send_data(src, b"x"),
+        Err(EndpointSendError::Session(SendError::HoldFull {
             held: 10,
             limit: 10
-        })
+        }))
     );
 }
 
 #[test]
 fn com_port_accepted_by_policy_surfaces_rfc2217() {
     use vspc_telnet::comport::{ComPortCommand, ComPortMessage, Origin};
-    let mut world = World::new(Coordinator::default());
-    let proxy = ProxyConfig {
+    let mut world = World::new(endpoint_config(ProxyConfig {
         com_port: ComPortPolicy::Accept,
         ..ProxyConfig::default()
-    };
-    let id = world.connect(source_vm_config(), proxy);
+    }));
+    let id = world.connect(source_vm_config());
     world.advance(Duration::from_millis(50));
     assert!(world.link(id).proxy_out.ends_with(&hex("fffd2c")));
     world.link(id).vm.send_raw(&hex("fffa2c 01 00002580 fff0"));
     world.run();
-    assert!(world
-        .proxy_events(id)
-        .contains(&ProxyEvent::ComPort(ComPortMessage {
+    assert!(world.events_of(id).contains(&EndpointEvent::ComPort {
+        conn: id,
+        message: ComPortMessage {
             origin: Origin::Client,
             command: ComPortCommand::SetBaudRate(9600)
-        })));
+        }
+    }));
 }
 
 #[test]
 fn service_policy_refuses_with_wont_proxy() {
-    let mut world = World::new(Coordinator::default());
-    let proxy = ProxyConfig {
+    let mut world = World::new(endpoint_config(ProxyConfig {
         service_policy: ServicePolicy::from_fn(|d, uri| d == Direction::Client && uri == b"x"),
         ..ProxyConfig::default()
-    };
-    let id = world.connect(source_vm_config(), proxy);
+    }));
+    let id = world.connect(source_vm_config());
     assert!(world
         .link(id)
         .proxy_out
@@ -748,4 +815,10 @@ fn service_policy_refuses_with_wont_proxy() {
         .link(id)
         .vm_events
         .contains(&VmEvent::ProxyAnswered { accepted: false }));
+    // Identified but refused: the connection carries no VM port.
+    assert!(!world
+        .events_of(id)
+        .iter()
+        .any(|e| matches!(e, EndpointEvent::Ready { .. })));
+    assert_eq!(world.app.current, None);
 }

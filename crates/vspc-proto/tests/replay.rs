@@ -1,9 +1,10 @@
-//! esxi-wire.md blocks A to E replayed against a ProxySession split at every byte, and the
-//! VmSession checked against the captured VM side.
+//! esxi-wire.md blocks A to E replayed against an Endpoint's ProxySession split at every
+//! byte, and the VmSession checked against the captured VM side.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,48 +45,46 @@ fn splits(input: &[u8]) -> Vec<Vec<&[u8]>> {
     all
 }
 
-/// Feeds `chunks` to session `id`, processing events after each; returns what it wrote.
+/// Feeds `chunks` to connection `id`, processing events after each; returns what it wrote.
 fn feed(app: &mut App, id: SessionId, chunks: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let now = app.now;
-    app.process(id);
-    while let Some(b) = app.proxy(id).poll_transmit() {
-        out.extend_from_slice(&b);
-    }
+    app.process();
+    let mut out = app.transmit(id);
     for chunk in chunks {
-        app.proxy(id)
-            .handle_input(now, &Bytes::copy_from_slice(chunk));
-        app.process(id);
-        while let Some(b) = app.proxy(id).poll_transmit() {
-            out.extend_from_slice(&b);
-        }
+        app.input(id, chunk);
+        out.extend(app.transmit(id));
     }
     out
 }
 
-fn coordinator(secrets: &[&str]) -> Coordinator {
-    Coordinator::with_secret_source(
-        CoordinatorConfig {
+/// Secrets of 4 bytes, as in the capture.
+fn config(proxy: ProxyConfig) -> EndpointConfig {
+    EndpointConfig {
+        proxy: Arc::new(proxy),
+        coordinator: CoordinatorConfig {
             secret_len: 4,
             ..CoordinatorConfig::default()
         },
-        fixed_secrets(secrets.iter().map(|s| hex(s)).collect()),
-    )
+        ..EndpointConfig::default()
+    }
 }
 
-fn app_with_session(config: ProxyConfig, coord: Coordinator) -> (App, SessionId) {
-    let mut app = App::new(t0(), coord);
-    let id = SessionId(1);
-    app.proxies.insert(1, ProxySession::new(id, config));
+/// An application with one connection, its coordinator handing out `secrets` (the OS's
+/// when empty).
+fn app_with_session(proxy: ProxyConfig, secrets: &[&str]) -> (App, SessionId) {
+    let mut app = if secrets.is_empty() {
+        App::new(config(proxy))
+    } else {
+        App::with_secrets(config(proxy), secrets)
+    };
+    let id = app.connect();
     (app, id)
 }
 
 fn data_of(app: &App, id: SessionId) -> Vec<u8> {
     app.events
         .iter()
-        .filter(|(i, _)| *i == id)
-        .filter_map(|(_, e)| match e {
-            ProxyEvent::Data(d) => Some(d.to_vec()),
+        .filter_map(|e| match e {
+            EndpointEvent::Data { conn, bytes } if *conn == id => Some(bytes.to_vec()),
             _ => None,
         })
         .flatten()
@@ -97,15 +96,15 @@ fn block_a_exact_replies_at_every_split() {
     let input = stream(BLOCK_A, true);
     let expected = stream(BLOCK_A, false);
     for chunks in splits(&input) {
-        let (mut app, id) = app_with_session(capture_proxy_config(), Coordinator::default());
+        let (mut app, id) = app_with_session(capture_proxy_config(), &[]);
         let out = feed(&mut app, id, &chunks);
         // Byte for byte what the captured proxy sent, but for our longer KNOWN-SUBOPTIONS-2.
         assert_eq!(normalize_ks2(&out), expected, "split {:?}", chunks.len());
-        let identity = app.proxy(id).identity().clone();
+        let identity = app.session(id).identity().clone();
         assert_eq!(identity.vc_uuid.unwrap().raw(), UUID_VMX.as_bytes());
         assert_eq!(identity.name.unwrap().as_str(), "vm-00000");
         assert_eq!(
-            app.proxy(id).proxy_request(),
+            app.session(id).proxy_request(),
             Some(&ProxyRequest {
                 direction: Direction::Server,
                 service_uri: Bytes::from_static(b"vSPC.py"),
@@ -116,14 +115,14 @@ fn block_a_exact_replies_at_every_split() {
         assert!(!app
             .events
             .iter()
-            .any(|(_, e)| matches!(e, ProxyEvent::Error(_))));
+            .any(|e| matches!(e, EndpointEvent::ProtocolError { .. })));
     }
 }
 
 #[test]
 fn block_a_default_config_also_asks_bios_and_location() {
     let input = stream(BLOCK_A, true);
-    let (mut app, id) = app_with_session(ProxyConfig::default(), Coordinator::default());
+    let (mut app, id) = app_with_session(ProxyConfig::default(), &[]);
     let out = feed(&mut app, id, &[&input]);
     let msgs = messages(&out);
     assert_eq!(
@@ -149,11 +148,11 @@ fn block_b_goahead_exact_at_every_split() {
     let input = [stream(BLOCK_A, true), stream(BLOCK_B, true)].concat();
     let expected = [stream(BLOCK_A, false), stream(BLOCK_B, false)].concat();
     for chunks in splits(&input) {
-        let (mut app, id) = app_with_session(capture_proxy_config(), coordinator(&["3ce64dab"]));
+        let (mut app, id) = app_with_session(capture_proxy_config(), &["3ce64dab"]);
         let out = feed(&mut app, id, &chunks);
         assert_eq!(normalize_ks2(&out), expected);
-        assert!(app.proxy(id).is_holding());
-        assert!(app.coord.is_pending(id));
+        assert!(app.session(id).is_holding());
+        assert!(app.endpoint.coordinator().is_pending(id));
     }
 }
 
@@ -163,19 +162,23 @@ fn block_c_destination_accepted_and_completed_at_every_split() {
     let input = stream(BLOCK_C, true);
     let expected = stream(BLOCK_C, false);
     for (n, chunks) in splits(&input).into_iter().enumerate() {
-        let (mut app, src) = app_with_session(capture_proxy_config(), coordinator(&["3ce64dab"]));
+        let (mut app, src) = app_with_session(capture_proxy_config(), &["3ce64dab"]);
         feed(&mut app, src, &[&source_input]);
         // A client types while the VM moves: held from GOAHEAD on.
         app.client_send(b"held");
-        assert_eq!(app.proxy(src).held_len(), 4);
+        assert_eq!(app.session(src).held_len(), 4);
         // In block C the source's FIN comes before COMPLETE; alternate both orders.
         let fin_first = n % 2 == 0;
         if fin_first {
-            assert_eq!(app.close(src), CloseOutcome::Migrating { peer: None });
+            assert_eq!(
+                app.close(src),
+                vec![EndpointEvent::SourceClosed {
+                    conn: src,
+                    peer: None
+                }]
+            );
         }
-        let dest = SessionId(2);
-        app.proxies
-            .insert(2, ProxySession::new(dest, capture_proxy_config()));
+        let dest = app.connect();
         let out = feed(&mut app, dest, &chunks);
         // Semantically the captured replies: same negotiation (any order), same messages in
         // the same order, then the held client data first.
@@ -200,30 +203,52 @@ fn block_c_destination_accepted_and_completed_at_every_split() {
         };
         assert_eq!(msgs(&ours), msgs(&theirs));
         assert_eq!(negs(&ours), negs(&theirs));
-        assert!(app
-            .outcomes
-            .contains(&format!("{:?}", ClaimOutcome::Accepted { source: src })));
-        assert_eq!(
-            app.outcomes.last().unwrap(),
-            &format!(
-                "{:?}",
-                CompleteOutcome::Switched {
-                    source: src,
-                    replayed: 4,
-                    source_closed: fin_first
-                }
-            )
-        );
+        let sequence = Bytes::from(hex("44da87f1"));
+        let key = VmotionKey::new(&sequence, &hex("3ce64dab"));
+        let moved_away = EndpointEvent::Closed {
+            conn: src,
+            reason: CloseReason::MovedAway { to: dest },
+            data: (),
+        };
+        let mut expected = vec![EndpointEvent::BeginAnswered {
+            conn: src,
+            sequence: sequence.clone(),
+            outcome: BeginOutcome::GoAhead {
+                key: key.clone(),
+                deadline: app.now + Duration::from_secs(30),
+            },
+        }];
+        if fin_first {
+            expected.push(EndpointEvent::SourceClosed {
+                conn: src,
+                peer: None,
+            });
+        }
+        expected.push(EndpointEvent::PeerAnswered {
+            conn: dest,
+            key,
+            outcome: ClaimOutcome::Accepted { source: src },
+        });
+        expected.push(EndpointEvent::Moved {
+            from: src,
+            to: dest,
+            sequence,
+            replayed: 4,
+        });
+        if fin_first {
+            expected.push(moved_away.clone());
+        }
+        assert_eq!(app.vmotion_events(), expected);
         assert_eq!(app.current, Some(dest));
         assert_eq!(data_of(&app, dest), b"9");
         if !fin_first {
-            assert_eq!(app.close(src), CloseOutcome::MigratedAway { to: dest });
+            assert_eq!(app.close(src), vec![moved_away]);
         }
-        assert_eq!(app.coord.pending_len(), 0);
-        assert!(!app.proxies.contains_key(&1));
+        assert_eq!(app.endpoint.coordinator().pending_len(), 0);
+        assert!(app.endpoint.session(src).is_none());
         // Client data now goes to the destination.
         app.client_send(b"!");
-        assert_eq!(app.proxy(dest).poll_transmit().as_deref(), Some(&b"!"[..]));
+        assert_eq!(app.transmit(dest), b"!");
     }
 }
 
@@ -232,16 +257,20 @@ fn block_d_notnow_exact_and_data_carries_on_at_every_split() {
     let input = [stream(BLOCK_A, true), stream(BLOCK_D, true)].concat();
     let expected = [stream(BLOCK_A, false), stream(BLOCK_D, false)].concat();
     for chunks in splits(&input) {
-        let (mut app, id) = app_with_session(capture_proxy_config(), Coordinator::default());
-        app.allow_vmotion = false;
+        let (mut app, id) = app_with_session(capture_proxy_config(), &[]);
+        app.endpoint.set_allow_vmotion(false);
         let out = feed(&mut app, id, &chunks);
         assert_eq!(normalize_ks2(&out), expected);
         assert_eq!(data_of(&app, id), b" fg");
         assert_eq!(
-            app.outcomes,
-            vec![format!("{:?}", BeginOutcome::NotNow(NotNowReason::Vetoed))]
+            app.vmotion_events(),
+            vec![EndpointEvent::BeginAnswered {
+                conn: id,
+                sequence: Bytes::from(hex("cd526755")),
+                outcome: BeginOutcome::NotNow(NotNowReason::Vetoed)
+            }]
         );
-        assert!(!app.proxy(id).is_holding());
+        assert!(!app.session(id).is_holding());
     }
 }
 
@@ -255,8 +284,7 @@ fn block_e_goahead_abort_held_data_to_source_first_at_every_split() {
     let goahead = hex("fffae82961ed26a2aeec483ffff0");
     for chunks in splits(&before) {
         for k in [0, 1, 3, 5, after.len() - 1, after.len()] {
-            let (mut app, id) =
-                app_with_session(capture_proxy_config(), coordinator(&["aeec483f"]));
+            let (mut app, id) = app_with_session(capture_proxy_config(), &["aeec483f"]);
             let out = feed(&mut app, id, &chunks);
             assert_eq!(
                 normalize_ks2(&out),
@@ -267,10 +295,17 @@ fn block_e_goahead_abort_held_data_to_source_first_at_every_split() {
             // ABORT: the held data goes to the source first; nothing else is sent.
             assert_eq!(out, b"typed during vMotion");
             assert_eq!(data_of(&app, id), b" |}~ ");
-            assert!(app.outcomes.contains(&"abort true".to_string()));
-            assert_eq!(app.coord.pending_len(), 0);
+            assert_eq!(
+                app.vmotion_events().last().unwrap(),
+                &EndpointEvent::VmotionAborted {
+                    conn: id,
+                    sequence: Bytes::from(hex("61ed26a2")),
+                    released: 20
+                }
+            );
+            assert_eq!(app.endpoint.coordinator().pending_len(), 0);
             app.client_send(b"x");
-            assert_eq!(app.proxy(id).poll_transmit().as_deref(), Some(&b"x"[..]));
+            assert_eq!(app.transmit(id), b"x");
         }
     }
 }
@@ -366,9 +401,8 @@ fn vm_session_reproduces_the_captured_destination_side_c() {
 /// make ESXi proceed as it did in the capture.
 #[test]
 fn our_replies_make_the_vm_proceed_as_captured_a_and_c() {
-    let coord = coordinator(&["3ce64dab"]);
-    let mut world = World::new(coord);
-    let src = world.connect(source_vm_config(), capture_proxy_config());
+    let mut world = World::with_secrets(config(capture_proxy_config()), &["3ce64dab"]);
+    let src = world.connect(source_vm_config());
     world.advance(Duration::from_millis(46));
     world.vm_send(src, b" ");
     assert_eq!(world.link(src).vm_out, stream(BLOCK_A, true));
@@ -390,7 +424,7 @@ fn our_replies_make_the_vm_proceed_as_captured_a_and_c() {
         sequence: Bytes::copy_from_slice(key.sequence().unwrap()),
         secret: Bytes::copy_from_slice(key.secret().unwrap()),
     };
-    let dest = world.connect(config, capture_proxy_config());
+    let dest = world.connect(config);
     assert!(world.link(dest).vm_events.contains(&VmEvent::PeerAccepted {
         sequence: Bytes::from(hex("44da87f1"))
     }));
@@ -404,8 +438,8 @@ fn our_replies_make_the_vm_proceed_as_captured_a_and_c() {
 
 #[test]
 fn default_proxy_gets_bios_and_location_answers_in_place() {
-    let mut world = World::new(Coordinator::default());
-    let id = world.connect(source_vm_config(), ProxyConfig::default());
+    let mut world = World::new(EndpointConfig::default());
+    let id = world.connect(source_vm_config());
     world.advance(Duration::from_millis(46));
     world.vm_send(id, b" ");
     let uuid = VmUuid::from_uuid(capture_uuid());
@@ -419,7 +453,7 @@ fn default_proxy_gets_bios_and_location_answers_in_place() {
     let at = a.windows(name.len()).position(|w| w == name).unwrap() + name.len();
     let expected = [&a[..at], &extra[..], &a[at..]].concat();
     assert_eq!(world.link(id).vm_out, expected);
-    let identity = world.app.proxy(id).identity().clone();
+    let identity = world.app.session(id).identity().clone();
     assert_eq!(identity.bios_uuid.unwrap().uuid(), Some(capture_uuid()));
     assert_eq!(identity.location_uuid.unwrap().uuid(), Some(capture_uuid()));
 }

@@ -1,8 +1,9 @@
 //! Shared test helpers: hex, the esxi-wire.md captures, a semantic view of telnet streams and
-//! an in-memory world (proxy sessions, VM sessions, one coordinator, a simulated clock).
+//! an in-memory world (an [`Endpoint`] and VM sessions on a simulated clock).
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -187,134 +188,185 @@ pub fn capture_proxy_config() -> ProxyConfig {
     }
 }
 
-/// What the application does with a proxy session's events: the reference wiring of sessions
-/// and the coordinator. Returns the events it saw.
+/// An endpoint configuration whose sessions use `proxy`.
+pub fn endpoint_config(proxy: ProxyConfig) -> EndpointConfig {
+    EndpointConfig {
+        proxy: Arc::new(proxy),
+        ..EndpointConfig::default()
+    }
+}
+
+/// Whether `event` concerns connection `id` ([`EndpointEvent::Moved`] concerns both ends).
+pub fn involves(event: &EndpointEvent, id: SessionId) -> bool {
+    event.conn() == id || matches!(event, EndpointEvent::Moved { from, .. } if *from == id)
+}
+
+/// Whether `event` is part of a vMotion's life (a request, an answer or an outcome).
+pub fn is_vmotion(event: &EndpointEvent) -> bool {
+    matches!(
+        event,
+        EndpointEvent::BeginRequested { .. }
+            | EndpointEvent::BeginAnswered { .. }
+            | EndpointEvent::PeerRequested { .. }
+            | EndpointEvent::PeerAnswered { .. }
+            | EndpointEvent::Moved { .. }
+            | EndpointEvent::CompleteRefused { .. }
+            | EndpointEvent::VmotionAborted { .. }
+            | EndpointEvent::VmotionExpired { .. }
+            | EndpointEvent::SourceClosed { .. }
+            | EndpointEvent::Closed { .. }
+    )
+}
+
+/// The application around an [`Endpoint`]: the endpoint does all the vMotion routing; the
+/// application only follows the VM for its clients and records every event.
 pub struct App {
     pub now: Instant,
-    pub coord: Coordinator,
-    pub proxies: BTreeMap<u64, ProxySession>,
-    pub allow_vmotion: bool,
-    /// The session currently carrying the VM (client data goes there).
+    pub endpoint: Endpoint,
+    /// The connection currently carrying the VM (client data goes there).
     pub current: Option<SessionId>,
     /// VM-to-client bytes, as the clients see them.
     pub client_rx: Vec<u8>,
-    pub events: Vec<(SessionId, ProxyEvent)>,
-    pub outcomes: Vec<String>,
-    pub coord_events: Vec<CoordinatorEvent>,
+    /// Every endpoint event so far.
+    pub events: Vec<EndpointEvent>,
 }
 
 impl App {
-    pub fn new(now: Instant, coord: Coordinator) -> Self {
+    /// An application whose coordinator draws secrets from the OS.
+    pub fn new(config: EndpointConfig) -> Self {
+        App::with_endpoint(Endpoint::new(config))
+    }
+
+    /// An application whose coordinator hands out `secrets` (hex) in turn.
+    pub fn with_secrets(config: EndpointConfig, secrets: &[&str]) -> Self {
+        let secrets = fixed_secrets(secrets.iter().map(|s| hex(s)).collect());
+        App::with_endpoint(Endpoint::with_secret_source(config, secrets))
+    }
+
+    fn with_endpoint(endpoint: Endpoint) -> Self {
         App {
-            now,
-            coord,
-            proxies: BTreeMap::new(),
-            allow_vmotion: true,
+            now: t0(),
+            endpoint,
             current: None,
             client_rx: Vec::new(),
             events: Vec::new(),
-            outcomes: Vec::new(),
-            coord_events: Vec::new(),
         }
     }
 
-    pub fn proxy(&mut self, id: SessionId) -> &mut ProxySession {
-        self.proxies.get_mut(&id.0).unwrap()
+    /// A new VM connection (its opening offers are queued).
+    pub fn connect(&mut self) -> SessionId {
+        self.endpoint.connect(())
     }
 
-    /// Drains and handles the events of session `id`.
-    pub fn process(&mut self, id: SessionId) {
-        loop {
-            let Some(event) = self.proxy(id).poll_event() else {
-                break;
-            };
-            let now = self.now;
-            match &event {
-                ProxyEvent::Data(d) if self.current.is_none() || self.current == Some(id) => {
-                    self.client_rx.extend_from_slice(d);
-                }
-                ProxyEvent::Identified(_) if self.current.is_none() => self.current = Some(id),
-                ProxyEvent::VmotionBegin { .. } => {
-                    let allow = self.allow_vmotion;
-                    let s = self.proxies.get_mut(&id.0).unwrap();
-                    let o = self.coord.begin(now, s, allow);
-                    self.outcomes.push(format!("{o:?}"));
-                }
-                ProxyEvent::PeerClaim { .. } => {
-                    let s = self.proxies.get_mut(&id.0).unwrap();
-                    let o = self.coord.claim(now, s);
-                    self.outcomes.push(format!("{o:?}"));
-                }
-                ProxyEvent::VmotionComplete { source, .. } => {
-                    let mut src = self.proxies.remove(&source.0).unwrap();
-                    let dest = self.proxies.get_mut(&id.0).unwrap();
-                    let o = self.coord.complete(now, dest, &mut src);
-                    if let CompleteOutcome::Switched { source_closed, .. } = o {
-                        self.current = Some(id);
-                        if !source_closed {
-                            self.proxies.insert(source.0, src);
-                        }
-                    } else {
-                        self.proxies.insert(source.0, src);
-                    }
-                    self.outcomes.push(format!("{o:?}"));
-                }
-                ProxyEvent::VmotionAbort { .. } => {
-                    let s = self.proxies.get(&id.0).unwrap();
-                    let o = self.coord.abort(s);
-                    self.outcomes.push(format!("abort {o}"));
-                }
-                _ => {}
-            }
-            self.events.push((id, event));
-        }
+    /// The session of a connection the endpoint still holds.
+    pub fn session(&self, id: SessionId) -> &ProxySession {
+        self.endpoint.session(id).unwrap()
     }
 
-    /// The VM connection `id` reached EOF.
-    pub fn close(&mut self, id: SessionId) -> CloseOutcome {
+    /// Bytes read from connection `id`; returns the events they caused.
+    pub fn input(&mut self, id: SessionId, bytes: &[u8]) -> Vec<EndpointEvent> {
         let now = self.now;
-        let s = self.proxies.get_mut(&id.0).unwrap();
-        let o = self.coord.session_closed(now, s);
-        match o {
-            CloseOutcome::Migrating { .. } => {}
-            _ => {
-                self.proxies.remove(&id.0);
-            }
+        self.endpoint
+            .handle_input(now, id, &Bytes::copy_from_slice(bytes));
+        self.process()
+    }
+
+    /// Everything queued for connection `id`.
+    pub fn transmit(&mut self, id: SessionId) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(bytes) = self.endpoint.poll_transmit(id) {
+            out.extend_from_slice(&bytes);
         }
-        o
+        out
+    }
+
+    /// Drains the endpoint's events, following the VM for the clients; returns them.
+    pub fn process(&mut self) -> Vec<EndpointEvent> {
+        let mut new = Vec::new();
+        while let Some(event) = self.endpoint.poll_event() {
+            match &event {
+                EndpointEvent::Data { conn, bytes }
+                    if self.current.is_none() || self.current == Some(*conn) =>
+                {
+                    self.client_rx.extend_from_slice(bytes);
+                }
+                EndpointEvent::Ready { conn } if self.current.is_none() => {
+                    self.current = Some(*conn);
+                }
+                EndpointEvent::Moved { from, to, .. } if self.current == Some(*from) => {
+                    self.current = Some(*to);
+                }
+                EndpointEvent::Closed { conn, reason, .. }
+                    if self.current == Some(*conn)
+                        && !matches!(reason, CloseReason::MovedAway { .. }) =>
+                {
+                    self.current = None;
+                }
+                EndpointEvent::Data { .. }
+                | EndpointEvent::Ready { .. }
+                | EndpointEvent::Moved { .. }
+                | EndpointEvent::Closed { .. }
+                | EndpointEvent::Identified { .. }
+                | EndpointEvent::KnownSuboptions { .. }
+                | EndpointEvent::ProxyRequested { .. }
+                | EndpointEvent::BeginRequested { .. }
+                | EndpointEvent::BeginAnswered { .. }
+                | EndpointEvent::PeerRequested { .. }
+                | EndpointEvent::PeerAnswered { .. }
+                | EndpointEvent::CompleteRefused { .. }
+                | EndpointEvent::VmotionAborted { .. }
+                | EndpointEvent::VmotionExpired { .. }
+                | EndpointEvent::SourceClosed { .. }
+                | EndpointEvent::ComPort { .. }
+                | EndpointEvent::UnknownSuboptionReported { .. }
+                | EndpointEvent::Command { .. }
+                | EndpointEvent::OptionChanged { .. }
+                | EndpointEvent::ProtocolError { .. } => {}
+            }
+            self.events.push(event.clone());
+            new.push(event);
+        }
+        new
+    }
+
+    /// The VM connection `id` reached EOF; returns the events it caused.
+    pub fn close(&mut self, id: SessionId) -> Vec<EndpointEvent> {
+        let now = self.now;
+        self.endpoint.handle_close(now, id);
+        self.process()
     }
 
     /// Client data for the VM.
     pub fn client_send(&mut self, data: &[u8]) {
         let id = self.current.unwrap();
-        self.proxy(id).send_data(data).unwrap();
+        self.endpoint.send_data(id, data).unwrap();
     }
 
+    /// Fires the endpoint's timers if due.
     pub fn timeouts(&mut self) {
         let now = self.now;
-        for s in self.proxies.values_mut() {
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
-            }
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
         }
-        let ids: Vec<u64> = self.proxies.keys().copied().collect();
-        for id in ids {
-            self.process(SessionId(id));
-        }
-        if self.coord.poll_timeout().is_some_and(|t| t <= now) {
-            self.coord.handle_timeout(now);
-        }
-        while let Some(e) = self.coord.poll_event() {
-            if let CoordinatorEvent::Expired {
-                source,
-                source_closed: true,
-                ..
-            } = &e
-            {
-                self.proxies.remove(&source.0);
-            }
-            self.coord_events.push(e);
-        }
+        self.process();
+    }
+
+    /// The events about connection `id` so far.
+    pub fn events_of(&self, id: SessionId) -> Vec<EndpointEvent> {
+        self.events
+            .iter()
+            .filter(|e| involves(e, id))
+            .cloned()
+            .collect()
+    }
+
+    /// The vMotion events so far (requests, answers, outcomes, closes), in order.
+    pub fn vmotion_events(&self) -> Vec<EndpointEvent> {
+        self.events
+            .iter()
+            .filter(|e| is_vmotion(e))
+            .cloned()
+            .collect()
     }
 }
 
@@ -331,56 +383,65 @@ pub struct Link {
     pub open: bool,
 }
 
-/// Proxy sessions, VM sessions, a coordinator and a simulated clock, delivering every write
-/// in chunks of `chunk` bytes.
+impl Link {
+    pub fn new(vm: VmSession) -> Self {
+        Link {
+            vm,
+            vm_events: Vec::new(),
+            vm_rx: Vec::new(),
+            vm_out: Vec::new(),
+            proxy_out: Vec::new(),
+            open: true,
+        }
+    }
+}
+
+/// An endpoint, VM sessions and a simulated clock, delivering every write in chunks of
+/// `chunk` bytes.
 pub struct World {
     pub app: App,
-    pub links: BTreeMap<u64, Link>,
+    pub links: BTreeMap<SessionId, Link>,
     pub chunk: usize,
-    pub next_id: u64,
 }
 
 impl World {
-    pub fn new(coord: Coordinator) -> Self {
+    /// A world whose coordinator draws secrets from the OS.
+    pub fn new(config: EndpointConfig) -> Self {
+        World::with_app(App::new(config))
+    }
+
+    /// A world whose coordinator hands out `secrets` (hex) in turn.
+    pub fn with_secrets(config: EndpointConfig, secrets: &[&str]) -> Self {
+        World::with_app(App::with_secrets(config, secrets))
+    }
+
+    fn with_app(app: App) -> Self {
         World {
-            app: App::new(t0(), coord),
+            app,
             links: BTreeMap::new(),
             chunk: usize::MAX,
-            next_id: 1,
         }
     }
 
-    pub fn connect(&mut self, vm: VmConfig, proxy: ProxyConfig) -> SessionId {
-        let id = SessionId(self.next_id);
-        self.next_id += 1;
+    /// A VM connects; runs until quiet.
+    pub fn connect(&mut self, vm: VmConfig) -> SessionId {
+        let id = self.app.connect();
         let vm = VmSession::new(self.app.now, vm);
-        self.app.proxies.insert(id.0, ProxySession::new(id, proxy));
-        self.links.insert(
-            id.0,
-            Link {
-                vm,
-                vm_events: Vec::new(),
-                vm_rx: Vec::new(),
-                vm_out: Vec::new(),
-                proxy_out: Vec::new(),
-                open: true,
-            },
-        );
+        self.links.insert(id, Link::new(vm));
         self.run();
         id
     }
 
     pub fn link(&mut self, id: SessionId) -> &mut Link {
-        self.links.get_mut(&id.0).unwrap()
+        self.links.get_mut(&id).unwrap()
     }
 
     /// Moves bytes until both sides of every open link are quiet.
     pub fn run(&mut self) {
         for _ in 0..10_000 {
             let mut moved = false;
-            let ids: Vec<u64> = self.links.keys().copied().collect();
+            let ids: Vec<SessionId> = self.links.keys().copied().collect();
             for id in ids {
-                let sid = SessionId(id);
                 let now = self.app.now;
                 let link = self.links.get_mut(&id).unwrap();
                 if !link.open {
@@ -390,29 +451,20 @@ impl World {
                     link.vm_out.extend_from_slice(&bytes);
                     moved = true;
                     for part in bytes.chunks(self.chunk.max(1)) {
-                        if let Some(p) = self.app.proxies.get_mut(&id) {
-                            p.handle_input(now, &Bytes::copy_from_slice(part));
-                            self.app.process(sid);
-                        }
+                        self.app
+                            .endpoint
+                            .handle_input(now, id, &Bytes::copy_from_slice(part));
+                        self.app.process();
                     }
                 }
-                if self.app.proxies.contains_key(&id) {
-                    self.app.process(sid);
-                    while let Some(bytes) = self
-                        .app
-                        .proxies
-                        .get_mut(&id)
-                        .and_then(|p| p.poll_transmit())
-                    {
-                        let link = self.links.get_mut(&id).unwrap();
-                        link.proxy_out.extend_from_slice(&bytes);
-                        moved = true;
-                        for part in bytes.chunks(self.chunk.max(1)) {
-                            link.vm.handle_input(now, &Bytes::copy_from_slice(part));
-                        }
+                self.app.process();
+                while let Some(bytes) = self.app.endpoint.poll_transmit(id) {
+                    link.proxy_out.extend_from_slice(&bytes);
+                    moved = true;
+                    for part in bytes.chunks(self.chunk.max(1)) {
+                        link.vm.handle_input(now, &Bytes::copy_from_slice(part));
                     }
                 }
-                let link = self.links.get_mut(&id).unwrap();
                 while let Some(e) = link.vm.poll_event() {
                     if let VmEvent::Data(d) = &e {
                         link.vm_rx.extend_from_slice(d);
@@ -420,7 +472,7 @@ impl World {
                     link.vm_events.push(e);
                 }
             }
-            // Sessions outside links (closed VM side) may still have bytes: discard.
+            // Connections whose VM side closed may still have bytes queued: never read.
             if !moved {
                 return;
             }
@@ -441,8 +493,9 @@ impl World {
         self.run();
     }
 
-    /// The VM side of `id` closes its connection (FIN): the proxy sees EOF.
-    pub fn fin(&mut self, id: SessionId) -> CloseOutcome {
+    /// The VM side of `id` closes its connection (FIN): the proxy sees EOF. Returns the
+    /// events the close caused.
+    pub fn fin(&mut self, id: SessionId) -> Vec<EndpointEvent> {
         self.run();
         self.link(id).open = false;
         self.app.close(id)
@@ -458,12 +511,8 @@ impl World {
         self.run();
     }
 
-    pub fn proxy_events(&self, id: SessionId) -> Vec<ProxyEvent> {
-        self.app
-            .events
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, e)| e.clone())
-            .collect()
+    /// The events about connection `id` so far.
+    pub fn events_of(&self, id: SessionId) -> Vec<EndpointEvent> {
+        self.app.events_of(id)
     }
 }

@@ -1,25 +1,33 @@
-//! Invariants of `ProxySession` and the `Coordinator` on arbitrary bytes, splits, client data,
-//! clock jumps and closes, shared by the fuzz target `proxy_session` and the corpus replay test
-//! of vspc-proto.
+//! Invariants of an `Endpoint` (its `ProxySession`s and the vMotion `Coordinator`) on
+//! arbitrary bytes, splits, client data, clock jumps, closes and late answers, shared by the
+//! fuzz target `proxy_session` and the corpus replay test of vspc-proto.
 //!
 //! Input format: byte 0 is flags (bit 0: accept COM-PORT, bit 1: query BIOS/location UUIDs,
-//! bit 2: allow vMotion, bit 3: require identification); then steps `[op, len, len bytes]`:
+//! bit 2: allow vMotion, bit 3: require identification, bit 4: the application answers BEGIN
+//! itself, bit 5: the application answers PEER itself); then steps `[op, len, len bytes]`:
 //! op bit 0 picks one of two VM connections, op bits 1-2 are 0 input, 1 client data,
-//! 2 advance the clock by `len` seconds and fire timers, 3 close the connection (a new one
-//! takes its slot).
+//! 2 advance the clock by `len` seconds (answering, with bits 4 and 5, every BEGIN and PEER
+//! asked so far, however stale) and fire timers, 3 close the connection (a new one takes its
+//! slot).
 //!
-//! Checked: no panic; the same bytes fed whole or in the given chunks give the same events
-//! (data merged) and the same replies; every bound holds (held data, pending vMotions,
-//! transmit and event growth); VM data out never exceeds what came in.
+//! Checked: no panic; the same bytes fed to a session whole or in the given chunks give the
+//! same events (data merged) and the same replies; every bound holds (held data, pending
+//! vMotions, closed connections kept only for a vMotion in transit, transmit and event
+//! growth); VM data out never exceeds what came in; and the endpoint's events are consistent:
+//! every event names a connection that exists and has not left; Ready comes at most once, with
+//! a VC UUID and an accepted DO-PROXY; a close is reported exactly once (SourceClosed, or
+//! Closed with the connection gone); Moved names a destination that took over from its source;
+//! Closed says MovedAway only after that move, VmotionExpired only after SourceClosed and at a
+//! deadline, Disconnected only when the application closed the connection.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vspc_proto::{
-    BeginOutcome, ClaimOutcome, CloseOutcome, ComPortPolicy, CompleteOutcome, Coordinator,
-    CoordinatorConfig, CoordinatorEvent, ProxyConfig, ProxyEvent, ProxySession, SecretError,
-    SessionId,
+    Answer, BeginOutcome, ClaimOutcome, CloseReason, ComPortPolicy, CoordinatorConfig, Endpoint,
+    EndpointConfig, EndpointEvent, ProxyConfig, ProxyEvent, ProxySession, SecretError, SessionId,
 };
 
 const MAX_HELD: usize = 256;
@@ -95,12 +103,6 @@ fn chunking(flags: u8, chunks: &[&[u8]], now: Instant) {
     assert_eq!(out_whole, out_split, "replies depend on chunking");
 }
 
-struct Slot {
-    session: ProxySession,
-    input: usize,
-    data_out: usize,
-}
-
 #[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
     Instant::now()
@@ -116,10 +118,139 @@ pub struct Reached {
     pub data_bytes: usize,
 }
 
+/// What the checker knows of one connection.
+#[derive(Debug, Default)]
+struct Conn {
+    input: usize,
+    data_out: usize,
+    ready: bool,
+    source_closed: bool,
+    moved_to: Option<SessionId>,
+    left: bool,
+}
+
+/// The application's side of the run: the endpoint, what it said, what is owed.
+struct Run {
+    endpoint: Endpoint,
+    conns: HashMap<SessionId, Conn>,
+    begin_asks: Vec<SessionId>,
+    peer_asks: Vec<SessionId>,
+    reached: Reached,
+}
+
+/// What the step that produced the events did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Other,
+    Advance,
+    Close(SessionId),
+}
+
+impl Run {
+    /// Drains the endpoint's events, checking each; returns how many reports the closed
+    /// connection got (SourceClosed or Closed).
+    fn drain(&mut self, action: Action) -> usize {
+        let mut close_reports = 0;
+        while let Some(event) = self.endpoint.poll_event() {
+            let id = event.conn();
+            let conn = self
+                .conns
+                .get_mut(&id)
+                .expect("event about an unknown connection");
+            assert!(!conn.left, "event after Closed: {event:?}");
+            match event {
+                EndpointEvent::Data { bytes, .. } => {
+                    conn.data_out += bytes.len();
+                    self.reached.data_bytes += bytes.len();
+                    assert!(conn.data_out <= conn.input, "more data out than in");
+                }
+                EndpointEvent::Ready { .. } => {
+                    assert!(!conn.ready, "Ready twice");
+                    conn.ready = true;
+                    let session = self.endpoint.session(id).unwrap();
+                    assert!(session.identity().vc_uuid.is_some());
+                    assert!(session.proxy_request().is_some_and(|r| r.accepted));
+                }
+                EndpointEvent::BeginRequested { .. } => {
+                    assert_eq!(self.endpoint.config().begin, Answer::Manual);
+                    self.begin_asks.push(id);
+                }
+                EndpointEvent::PeerRequested { .. } => {
+                    assert_eq!(self.endpoint.config().peer, Answer::Manual);
+                    self.peer_asks.push(id);
+                }
+                EndpointEvent::BeginAnswered { outcome, .. } => {
+                    if matches!(outcome, BeginOutcome::GoAhead { .. }) {
+                        self.reached.goaheads += 1;
+                    }
+                }
+                EndpointEvent::PeerAnswered { outcome, .. } => {
+                    if matches!(outcome, ClaimOutcome::Accepted { .. }) {
+                        self.reached.peers_accepted += 1;
+                    }
+                }
+                EndpointEvent::Moved { from, to, .. } => {
+                    self.reached.switched += 1;
+                    let source = self.conns.get_mut(&from).expect("Moved from unknown");
+                    assert!(!source.left, "Moved from a connection that left");
+                    assert_eq!(source.moved_to, None, "moved twice");
+                    source.moved_to = Some(to);
+                    let dest = self.endpoint.session(to).unwrap();
+                    assert_eq!(dest.migrated_from(), Some(from));
+                    if let Some(source) = self.endpoint.session(from) {
+                        assert_eq!(source.migrated_to(), Some(to));
+                        assert!(!source.is_holding());
+                    }
+                }
+                EndpointEvent::VmotionExpired { .. } => {
+                    assert!(action == Action::Advance, "expired outside a timeout");
+                    self.reached.expired += 1;
+                }
+                EndpointEvent::SourceClosed { .. } => {
+                    assert!(action == Action::Close(id), "SourceClosed without a close");
+                    assert!(!conn.source_closed);
+                    conn.source_closed = true;
+                    close_reports += 1;
+                    assert!(self.endpoint.session(id).is_some_and(|s| s.is_closed()));
+                }
+                EndpointEvent::Closed { reason, .. } => {
+                    conn.left = true;
+                    assert!(self.endpoint.session(id).is_none(), "Closed but kept");
+                    match reason {
+                        CloseReason::MovedAway { to } => {
+                            assert_eq!(conn.moved_to, Some(to));
+                        }
+                        CloseReason::VmotionExpired => {
+                            assert!(conn.source_closed, "expired, but never in transit");
+                            assert!(action == Action::Advance);
+                        }
+                        CloseReason::Disconnected => {
+                            assert!(action == Action::Close(id), "Disconnected without a close");
+                        }
+                    }
+                    if action == Action::Close(id) {
+                        close_reports += 1;
+                    }
+                }
+                EndpointEvent::Identified { .. }
+                | EndpointEvent::KnownSuboptions { .. }
+                | EndpointEvent::ProxyRequested { .. }
+                | EndpointEvent::CompleteRefused { .. }
+                | EndpointEvent::VmotionAborted { .. }
+                | EndpointEvent::ComPort { .. }
+                | EndpointEvent::UnknownSuboptionReported { .. }
+                | EndpointEvent::Command { .. }
+                | EndpointEvent::OptionChanged { .. }
+                | EndpointEvent::ProtocolError { .. } => {}
+            }
+        }
+        close_reports
+    }
+}
+
 pub fn check(input: &[u8]) -> Reached {
-    let mut reached = Reached::default();
     let Some((&flags, rest)) = input.split_first() else {
-        return reached;
+        return Reached::default();
     };
     let steps = steps(rest);
     let start = epoch();
@@ -139,137 +270,120 @@ pub fn check(input: &[u8]) -> Reached {
         }
         Ok(())
     };
-    let mut coord = Coordinator::with_secret_source(
-        CoordinatorConfig {
+    let manual = |bit: u8| {
+        if flags & bit != 0 {
+            Answer::Manual
+        } else {
+            Answer::Automatic
+        }
+    };
+    let config = EndpointConfig {
+        proxy: Arc::new(config(flags)),
+        coordinator: CoordinatorConfig {
             secret_len: 4,
             max_pending: MAX_PENDING,
             require_identified: flags & 8 != 0,
             ..CoordinatorConfig::default()
         },
-        secrets,
-    );
-    let allow = flags & 4 != 0;
+        allow_vmotion: flags & 4 != 0,
+        begin: manual(0x10),
+        peer: manual(0x20),
+    };
+    let allow = config.allow_vmotion;
+    let mut run = Run {
+        endpoint: Endpoint::with_secret_source(config, secrets),
+        conns: HashMap::new(),
+        begin_asks: Vec::new(),
+        peer_asks: Vec::new(),
+        reached: Reached::default(),
+    };
     let mut now = start;
-    let mut next_id = 2u64;
-    let mut slots: Vec<Slot> = (0..2)
-        .map(|i| Slot {
-            session: ProxySession::new(SessionId(i), config(flags)),
-            input: 0,
-            data_out: 0,
-        })
-        .collect();
-    // Closed sources of pending vMotions, kept as CloseOutcome::Migrating asks.
-    let mut parked: HashMap<u64, ProxySession> = HashMap::new();
+    let mut connected = 0usize;
+    let mut slots: Vec<SessionId> = Vec::new();
+    for _ in 0..2 {
+        let id = run.endpoint.connect(());
+        run.conns.insert(id, Conn::default());
+        slots.push(id);
+        connected += 1;
+    }
     let mut transmitted = 0usize;
     let mut client = 0usize;
     let mut total_in = 0usize;
 
     for step in &steps {
         let which = usize::from(step.op & 1);
+        let id = slots[which];
+        let mut action = Action::Other;
         match (step.op >> 1) & 3 {
             0 => {
                 total_in += step.bytes.len();
-                slots[which].input += step.bytes.len();
-                slots[which].session.handle_input_slice(now, step.bytes);
+                run.conns.get_mut(&id).unwrap().input += step.bytes.len();
+                // `Bytes` by inference: the fuzz crate does not depend on `bytes`.
+                run.endpoint
+                    .handle_input(now, id, &step.bytes.to_vec().into());
             }
             1 => {
                 client += step.bytes.len();
-                let _ = slots[which].session.send_data(step.bytes);
+                if let Ok(target) = run.endpoint.send_data(id, step.bytes) {
+                    assert!(run.endpoint.session(target).is_some());
+                }
             }
             2 => {
+                action = Action::Advance;
                 now += Duration::from_secs(u64::from(step.bytes.len() as u8));
-                for slot in &mut slots {
-                    if slot.session.poll_timeout().is_some_and(|t| t <= now) {
-                        slot.session.handle_timeout(now);
-                    }
+                for conn in std::mem::take(&mut run.begin_asks) {
+                    run.endpoint.answer_begin(now, conn, allow);
                 }
-                for s in parked.values_mut() {
-                    s.handle_timeout(now);
+                for conn in std::mem::take(&mut run.peer_asks) {
+                    run.endpoint.answer_peer(now, conn);
                 }
-                coord.handle_timeout(now);
-                while let Some(CoordinatorEvent::Expired { source, .. }) = coord.poll_event() {
-                    reached.expired += 1;
-                    parked.remove(&source.0);
-                }
+                run.endpoint.handle_timeout(now);
             }
             _ => {
-                let fresh = ProxySession::new(SessionId(next_id), config(flags));
-                next_id += 1;
-                let mut old = std::mem::replace(&mut slots[which].session, fresh);
-                slots[which].input = 0;
-                slots[which].data_out = 0;
-                if let CloseOutcome::Migrating { .. } = coord.session_closed(now, &mut old) {
-                    parked.insert(old.id().0, old);
+                action = Action::Close(id);
+                // The application closes it: once its queued bytes are written, the
+                // transport goes down.
+                run.endpoint.close(id);
+                loop {
+                    let queued = run.endpoint.pending_transmit_len(id);
+                    assert_eq!(run.endpoint.wants_close(id), queued == 0);
+                    let Some(bytes) = run.endpoint.poll_transmit(id) else {
+                        break;
+                    };
+                    transmitted += bytes.len();
                 }
+                run.endpoint.handle_close(now, id);
+                let fresh = run.endpoint.connect(());
+                run.conns.insert(fresh, Conn::default());
+                slots[which] = fresh;
+                connected += 1;
             }
         }
-        // The application's side: drain, and hand vMotion events to the coordinator.
-        for i in 0..slots.len() {
-            while let Some(event) = slots[i].session.poll_event() {
-                match event {
-                    ProxyEvent::Data(d) => {
-                        slots[i].data_out += d.len();
-                        reached.data_bytes += d.len();
-                    }
-                    ProxyEvent::VmotionBegin { .. } => {
-                        let o = coord.begin(now, &mut slots[i].session, allow);
-                        if matches!(o, BeginOutcome::GoAhead { .. }) {
-                            reached.goaheads += 1;
-                        }
-                    }
-                    ProxyEvent::PeerClaim { .. } => {
-                        let o = coord.claim(now, &mut slots[i].session);
-                        if matches!(o, ClaimOutcome::Accepted { .. }) {
-                            reached.peers_accepted += 1;
-                        }
-                    }
-                    ProxyEvent::VmotionAbort { .. } => {
-                        coord.abort(&slots[i].session);
-                    }
-                    ProxyEvent::VmotionComplete { source, .. } => {
-                        let other = 1 - i;
-                        let (a, b) = slots.split_at_mut(1);
-                        let (dest, src) = if i == 0 {
-                            (&mut a[0].session, &mut b[0].session)
-                        } else {
-                            (&mut b[0].session, &mut a[0].session)
-                        };
-                        let outcome = if src.id() == source {
-                            coord.complete(now, dest, src)
-                        } else if let Some(mut p) = parked.remove(&source.0) {
-                            let o = coord.complete(now, dest, &mut p);
-                            if !matches!(o, CompleteOutcome::Switched { .. }) {
-                                parked.insert(source.0, p);
-                            }
-                            o
-                        } else {
-                            CompleteOutcome::NoRequest
-                        };
-                        if matches!(outcome, CompleteOutcome::Switched { .. }) {
-                            reached.switched += 1;
-                        }
-                        let _ = other;
-                    }
-                    _ => {}
-                }
-            }
-            assert!(slots[i].data_out <= slots[i].input, "more data out than in");
-            assert!(slots[i].session.held_len() <= MAX_HELD);
-            while let Some(bytes) = slots[i].session.poll_transmit() {
+        let close_reports = run.drain(action);
+        if let Action::Close(_) = action {
+            assert_eq!(close_reports, 1, "a close reported {close_reports} times");
+        }
+        // Every connection's writes, in a fixed order (the endpoint's is unspecified).
+        let mut ids: Vec<SessionId> = run.endpoint.connections().collect();
+        ids.sort_unstable();
+        for conn in ids {
+            assert!(run.endpoint.session(conn).unwrap().held_len() <= MAX_HELD);
+            while let Some(bytes) = run.endpoint.poll_transmit(conn) {
                 transmitted += bytes.len();
             }
         }
-        for p in parked.values_mut() {
-            assert!(p.held_len() <= MAX_HELD);
-            while let Some(bytes) = p.poll_transmit() {
-                transmitted += bytes.len();
-            }
-        }
-        assert!(coord.pending_len() <= MAX_PENDING);
+        let pending = run.endpoint.coordinator().pending_len();
+        assert!(pending <= MAX_PENDING);
+        // A closed connection stays only while its vMotion is in transit (one pending each).
+        let kept = run.endpoint.len();
         assert!(
-            transmitted <= 1024 * (next_id as usize) + 8 * total_in + 2 * client + 4 * MAX_HELD,
+            kept <= slots.len() + pending,
+            "{kept} connections kept, {pending} vMotions pending"
+        );
+        assert!(
+            transmitted <= 1024 * connected + 8 * total_in + 2 * client + 4 * MAX_HELD,
             "output out of proportion: {transmitted} for {total_in} in, {client} client"
         );
     }
-    reached
+    run.reached
 }
