@@ -301,38 +301,6 @@ async fn hostile_vms_disturb_no_other_vm_and_no_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The example binary: cargo says where it is (building it first if needed; `cargo test`
-/// already built it, with the README's flags, so this is normally a no-op).
-fn example_binary() -> PathBuf {
-    let output = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--workspace",
-            "--all-features",
-            "--example",
-            "proxy",
-        ])
-        .args(["--message-format=json-render-diagnostics", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo build --example proxy failed"
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == "proxy"
-                && message["target"]["kind"][0] == "example"
-        })
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the example's executable")
-}
-
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{name}"))
@@ -345,7 +313,7 @@ fn signal(pid: u32, name: &str) {
 #[tokio::test]
 async fn sighup_reopens_logs_and_sigterm_shuts_down_gracefully() {
     let dir = temp_dir("signals");
-    let mut child = tokio::process::Command::new(example_binary())
+    let mut child = tokio::process::Command::new(example_binary("proxy"))
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -478,3 +478,30 @@ pub fn has_vm(snapshot: &serde_json::Value, name: &str) -> bool {
         .iter()
         .any(|v| v["name"] == name && v["state"] == "connected")
 }
+
+/// The example binary: cargo says where it is (building it first if needed; `cargo test`
+/// already built it, with the README's flags, so this is normally a no-op).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--workspace", "--all-features", "--example", name])
+        .args(["--message-format=json-render-diagnostics", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == name
+                && message["target"]["kind"][0] == "example"
+        })
+        .find_map(|message| message["executable"].as_str().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo did not report the example's executable: {stdout}"))
+}

@@ -295,6 +295,7 @@ impl Concentrator {
 
     /// Acts on everything the endpoint reported.
     fn drain_endpoint(&mut self, now: Instant) {
+        let mut moved_closed = None;
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 EndpointEvent::Data { conn, bytes } => self.conn_output(conn, bytes),
@@ -351,7 +352,16 @@ impl Concentrator {
                     to,
                     sequence,
                     replayed,
-                } => self.moved(now, from, to, sequence, replayed),
+                } => {
+                    self.counters.vmotion_completed += 1;
+                    self.wakeups.push_back(Wakeup::Vm(to));
+                    match self.vm_of(from) {
+                        Some(vm) => self.moved(now, vm, from, to, sequence, replayed),
+                        // The source had closed: the endpoint hands its data (and so its
+                        // entry) back in the `Closed` that follows at once.
+                        None => moved_closed = Some((from, to, sequence, replayed)),
+                    }
+                }
                 EndpointEvent::CompleteRefused { conn, outcome } => {
                     let vm = self.vm_of(conn);
                     let step = VmotionStep::CompleteRefused(outcome);
@@ -395,7 +405,13 @@ impl Concentrator {
                 EndpointEvent::Closed { conn, reason, data } => {
                     self.wakeups.push_back(Wakeup::Vm(conn));
                     match reason {
-                        CloseReason::MovedAway { .. } => {}
+                        CloseReason::MovedAway { .. } => {
+                            if let (Some(vm), Some((from, to, sequence, replayed))) =
+                                (data.vm, moved_closed.take_if(|m| m.0 == conn))
+                            {
+                                self.moved(now, vm, from, to, sequence, replayed);
+                            }
+                        }
                         CloseReason::Disconnected | CloseReason::VmotionExpired => {
                             if let Some(vm) = data.vm {
                                 self.vm_away(now, vm, conn);
@@ -519,16 +535,12 @@ impl Concentrator {
     fn moved(
         &mut self,
         now: Instant,
+        vm: VmId,
         from: SessionId,
         to: SessionId,
         sequence: Bytes,
         replayed: usize,
     ) {
-        self.counters.vmotion_completed += 1;
-        self.wakeups.push_back(Wakeup::Vm(to));
-        let Some(vm) = self.vm_of(from) else {
-            return;
-        };
         if let Some(entry) = self.registry.get_mut(vm) {
             entry.active = Some(to);
             entry.state = VmState::Connected;
