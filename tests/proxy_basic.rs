@@ -161,7 +161,10 @@ async fn two_ports_of_one_vm_stay_apart() {
 #[tokio::test]
 async fn a_slow_client_is_dropped_without_stalling_the_vm_or_others() {
     let mut config = Config::ephemeral();
-    config.client.output_budget = 64 * 1024;
+    // The fast client is read by this test's own task between the VM's 64 KiB writes, so it
+    // can be a chunk or two behind at times: the budget allows that, and the client that
+    // never reads still exceeds it many times over.
+    config.client.output_budget = 256 * 1024;
     config.client.scrollback = 0;
     let proxy = start(config).await;
     let vm = TestVm::start(port_config(4, "vSPC.py"), Target::plain(proxy.vm_addrs[0]));

@@ -40,6 +40,8 @@ pub(crate) struct Client {
     skip_lf: bool,
     queue: VecDeque<Bytes>,
     pub(crate) queued: usize,
+    /// The writer took output and has not come back for more: it is still writing it.
+    writing: bool,
     /// Input waiting for its VM (bounded by `max_pending_input`).
     input: VecDeque<Input>,
     input_len: usize,
@@ -121,6 +123,7 @@ impl Concentrator {
                 skip_lf: false,
                 queue: VecDeque::new(),
                 queued: 0,
+                writing: false,
                 input: VecDeque::new(),
                 input_len: 0,
                 closing: false,
@@ -296,6 +299,8 @@ impl Concentrator {
         let Some(c) = self.clients.get_mut(&client) else {
             return ClientTransmit::Close;
         };
+        // Coming back for more means the previous write is done.
+        c.writing = !c.queue.is_empty();
         if c.queue.is_empty() {
             return if c.closing {
                 ClientTransmit::Close
@@ -435,8 +440,11 @@ impl Concentrator {
         }
     }
 
-    /// Queues bytes (already framed for the client's transport); past its budget the client
-    /// is dropped with a message instead, so it can never stall the VM or other clients.
+    /// Queues bytes (already framed for the client's transport). A client whose writer is
+    /// still busy with earlier output while a whole budget more waits is behind: it is
+    /// dropped with a message, so it can never stall the VM or other clients. Output that
+    /// merely arrived before the writer had its turn is not held against it, up to twice the
+    /// budget (the memory bound).
     pub(crate) fn queue_client(&mut self, client: ClientId, bytes: Bytes) {
         let budget = self.config.output_budget;
         let Some(c) = self.clients.get_mut(&client) else {
@@ -445,7 +453,8 @@ impl Concentrator {
         if c.closing || bytes.is_empty() {
             return;
         }
-        if c.queued + bytes.len() > budget {
+        let queued = c.queued + bytes.len();
+        if (queued > budget && c.writing) || queued > budget.saturating_mul(2) {
             self.counters.clients_dropped_slow += 1;
             self.drop_client(client, DropReason::TooSlow);
             return;

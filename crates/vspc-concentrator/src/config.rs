@@ -29,7 +29,10 @@ pub struct ConcentratorConfig {
     pub secret_len: usize,
     /// Cap on simultaneous clients.
     pub max_clients: usize,
-    /// Cap on bytes queued toward one client; beyond it the client is dropped with a message.
+    /// How far a client may fall behind: when its writer is still busy with earlier output
+    /// and this much more waits, the client is dropped with a message. Output that arrived
+    /// before the writer's turn counts only against twice this (the memory bound per
+    /// client), so a client that reads at full speed is never dropped.
     pub output_budget: usize,
     /// Cap on client input waiting for its VM (decoded bytes); the driver stops reading a
     /// client whose input waits ([`Concentrator::client_wants_input`]), so this only bounds
