@@ -47,6 +47,9 @@ struct Cli {
     /// Client selection port.
     #[arg(long, value_name = "ADDR")]
     client_listen: Option<SocketAddr>,
+    /// Admit VM connections only from this network (CIDR; repeatable; replaces vm.allow).
+    #[arg(long = "vm-allow", value_name = "CIDR")]
+    vm_allow: Vec<vspc_server::IpNet>,
     /// Give each VM a sticky client port.
     #[arg(long)]
     sticky_ports: bool,
@@ -62,6 +65,9 @@ struct Cli {
     /// Console log file name scheme ({name}, {uuid}, {label}, {id}).
     #[arg(long)]
     log_name: Option<String>,
+    /// Console bytes reach the log file within this many milliseconds (default 100).
+    #[arg(long, value_name = "MS")]
+    log_flush_ms: Option<u64>,
     /// keepIdle model for TCP keepalive on VM connections, in seconds.
     #[arg(long)]
     keep_idle: Option<u32>,
@@ -93,6 +99,12 @@ impl Cli {
         }
         config.vm.tls_cert = self.cert.or(config.vm.tls_cert);
         config.vm.tls_key = self.key.or(config.vm.tls_key);
+        if !self.vm_allow.is_empty() {
+            config.vm.allow = self.vm_allow;
+        }
+        if let Some(ms) = self.log_flush_ms {
+            config.log.flush_ms = ms;
+        }
         if let Some(addr) = self.client_listen {
             config.client.listen = addr;
         }

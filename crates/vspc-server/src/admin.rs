@@ -190,6 +190,12 @@ pub(crate) fn metrics(hub: &Hub) -> String {
         &[("", m.vm_connections_refused)],
     );
     metric(
+        "vspc_vm_connections_denied_total",
+        "counter",
+        "VM connections refused because their source is outside vm.allow.",
+        &[("", hub.vm_denied)],
+    );
+    metric(
         "vspc_clients",
         "gauge",
         "Open client connections.",

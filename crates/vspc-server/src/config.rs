@@ -84,6 +84,10 @@ pub struct VmConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for telnets.
     pub tls_key: Option<PathBuf>,
+    /// Networks VM connections are admitted from (CIDR: the ESXi hosts' management
+    /// networks). Empty: every source, with a warning at start when a VM listener is bound
+    /// beyond loopback. See the README's trust model.
+    pub allow: Vec<crate::IpNet>,
     /// Cap on simultaneous VM connections; beyond it a connection is closed at once.
     pub max_connections: usize,
     /// The keepIdle model (seconds) for TCP keepalive: idle, then 5 probes every keepIdle/100.
@@ -135,8 +139,14 @@ pub struct AdminConfig {
 pub struct LogConfig {
     /// Directory of console logs; `None` disables them.
     pub dir: Option<PathBuf>,
-    /// File name scheme: `{name}`, `{uuid}`, `{label}` and `{id}` are replaced.
+    /// File name scheme: `{name}`, `{uuid}`, `{label}` and `{id}` are replaced. Names
+    /// stay one per VM port: when two ports would share a file (names that differ only in
+    /// characters made safe, or a flagged duplicate identity), the later one gets `-{id}`
+    /// before the extension, and a flagged entry's file starts with `FLAGGED-`.
     pub name: String,
+    /// Console bytes reach the file at most this many milliseconds after they arrived (what
+    /// a crash of the concentrator can lose).
+    pub flush_ms: u64,
 }
 
 /// vMotion.
@@ -158,6 +168,7 @@ impl Default for VmConfig {
             tls_listen: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            allow: Vec::new(),
             max_connections: 10_000,
             keep_idle_secs: 300,
             max_subnegotiation: vspc_proto::vspc_telnet::DEFAULT_MAX_SUBNEGOTIATION,
@@ -196,6 +207,7 @@ impl Default for LogConfig {
         LogConfig {
             dir: None,
             name: "{name}_{label}.log".to_owned(),
+            flush_ms: 100,
         }
     }
 }
@@ -260,6 +272,9 @@ impl ServerConfig {
         }
         if self.client.output_budget < 1024 {
             return invalid("client.output_budget must be at least 1024 bytes");
+        }
+        if self.log.flush_ms == 0 || self.log.flush_ms > 60_000 {
+            return invalid("log.flush_ms must be 1..=60000");
         }
         if self.log.name.contains('/') || self.log.name.contains("..") {
             return invalid("log.name must be a file name, not a path");

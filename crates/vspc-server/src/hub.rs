@@ -52,6 +52,10 @@ pub(crate) struct Hub {
     logs: HashMap<VmId, ConsoleLog>,
     /// Logs written since the last flush.
     unflushed: HashSet<VmId>,
+    /// Which entry each log file belongs to: one file per VM port.
+    log_files: HashMap<std::path::PathBuf, VmId>,
+    /// VM connections refused by `vm.allow`.
+    pub(crate) vm_denied: u64,
     pub(crate) sticky: HashMap<VmId, Sticky>,
     /// VMs waiting for a sticky listener (bound outside the lock).
     sticky_tx: Option<mpsc::Sender<VmId>>,
@@ -77,6 +81,8 @@ impl Hub {
             clients: HashMap::new(),
             logs: HashMap::new(),
             unflushed: HashSet::new(),
+            log_files: HashMap::new(),
+            vm_denied: 0,
             sticky: HashMap::new(),
             sticky_tx: None,
             vm_event_subs: Vec::new(),
@@ -247,7 +253,9 @@ impl Hub {
                 if let Some(sticky) = self.sticky.remove(&vm) {
                     sticky.task.abort();
                 }
-                self.logs.remove(&vm);
+                if let Some(log) = self.logs.remove(&vm) {
+                    self.log_files.remove(log.path());
+                }
                 self.unflushed.remove(&vm);
                 self.publish(VmEvent::Removed { vm });
             }
@@ -296,13 +304,21 @@ impl Hub {
                     } else {
                         &info.name
                     };
-                    let path = dir.join(file_name(
+                    let mut name = file_name(
                         &self.config.log.name,
                         name,
                         &info.vc_uuid,
                         &info.label,
                         vm.0,
-                    ));
+                    );
+                    if info.flagged.is_some() {
+                        name = format!("FLAGGED-{name}");
+                    }
+                    let mut path = dir.join(&name);
+                    if self.log_files.get(&path).is_some_and(|owner| *owner != vm) {
+                        path = dir.join(disambiguate(&name, vm));
+                    }
+                    self.log_files.insert(path.clone(), vm);
                     self.logs.entry(vm).or_insert_with(|| ConsoleLog::new(path))
                 }
             };
@@ -345,5 +361,29 @@ impl Hub {
         self.core.shutdown();
         self.settle();
         self.flush_logs();
+    }
+}
+
+/// `name` with `-{id}` before its extension: the file of a second VM port whose name the
+/// scheme made equal to another's.
+fn disambiguate(name: &str, vm: VmId) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}-{}.{ext}", vm.0),
+        _ => format!("{name}-{}", vm.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disambiguated_names_keep_the_extension() {
+        assert_eq!(
+            disambiguate("coll_x_console.log", VmId(7)),
+            "coll_x_console-7.log"
+        );
+        assert_eq!(disambiguate("plain", VmId(7)), "plain-7");
+        assert_eq!(disambiguate(".log", VmId(7)), ".log-7");
     }
 }

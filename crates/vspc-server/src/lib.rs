@@ -39,6 +39,7 @@
 // This crate is the IO layer of the sans-IO libraries: reading the clock is its job.
 #![allow(clippy::disallowed_methods)]
 
+mod access;
 mod admin;
 mod client;
 mod config;
@@ -57,6 +58,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use vspc_concentrator::VmId;
 
+pub use access::{IpNet, IpNetError};
 pub use config::{
     AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, VmConfig,
     VmotionConfig,
@@ -140,8 +142,8 @@ const BACKLOG: u32 = 8192;
 /// Sticky-port bind requests queued between the hub and the binder task.
 const STICKY_QUEUE: usize = 4096;
 
-/// How often console logs are flushed at the latest.
-const LOG_FLUSH: Duration = Duration::from_secs(1);
+/// How often the timer runs when nothing else is due and no console log waits for it.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     let listen = || {
@@ -189,7 +191,7 @@ impl Server {
                 shared.clone(),
                 listener,
                 None,
-                config.vm.keep_idle_secs,
+                config.clone(),
             )));
         }
         let mut tls_addrs = Vec::new();
@@ -204,7 +206,7 @@ impl Server {
                     shared.clone(),
                     listener,
                     Some(tls.acceptor.clone()),
-                    config.vm.keep_idle_secs,
+                    config.clone(),
                 )));
             }
         }
@@ -233,10 +235,24 @@ impl Server {
                 config.client.sticky_base,
             )));
         }
-        tasks.push(tokio::spawn(run_timer(shared.clone(), timer)));
+        let tick = match config.log.dir {
+            Some(_) => Duration::from_millis(config.log.flush_ms),
+            None => IDLE_TICK,
+        };
+        tasks.push(tokio::spawn(run_timer(shared.clone(), timer, tick)));
 
         for addr in &vm_addrs {
             tracing::info!(%addr, "listening for VMs (telnet://{addr})");
+        }
+        let exposed = vm_addrs
+            .iter()
+            .chain(&tls_addrs)
+            .any(|a| !a.ip().is_loopback());
+        if exposed && config.vm.allow.is_empty() {
+            tracing::warn!(
+                "VM listeners are reachable beyond loopback and vm.allow is empty: any host \
+                 that connects can claim a VM's identity; list the ESXi hosts' networks"
+            );
         }
         for uri in &proxy_uris {
             tracing::info!(%uri, "listening for VMs (telnets); proxyURI");
@@ -347,10 +363,16 @@ async fn accept_vms(
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    keep_idle_secs: u32,
+    config: Arc<ServerConfig>,
 ) {
     accept_loop(&shared, listener, "VM", |stream, peer| {
-        vm_conn::set_keepalive(&stream, keep_idle_secs);
+        if !access::admitted(&config.vm.allow, peer.ip()) {
+            // Counted, and logged at debug only: a scan must not flood the log.
+            shared.lock().vm_denied += 1;
+            tracing::debug!(%peer, "VM connection from outside vm.allow refused");
+            return;
+        }
+        vm_conn::set_keepalive(&stream, config.vm.keep_idle_secs);
         let shared = shared.clone();
         match &tls {
             None => {
@@ -434,11 +456,11 @@ async fn sticky_ports(
 }
 
 /// Drives the core's deadlines (vMotion expiry, lingering entries) and flushes console logs
-/// at least once per `LOG_FLUSH`.
-async fn run_timer(shared: Arc<Shared>, kick: Arc<Notify>) {
+/// at least once per `tick`.
+async fn run_timer(shared: Arc<Shared>, kick: Arc<Notify>, tick: Duration) {
     let mut stop = shared.stop.subscribe();
     loop {
-        let next = shared.lock().next_deadline(Instant::now(), LOG_FLUSH);
+        let next = shared.lock().next_deadline(Instant::now(), tick);
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = kick.notified() => {}
