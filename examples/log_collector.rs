@@ -1,12 +1,9 @@
-//! A console log collector (the job of OpenStack's vmware-vspc) embedded on `vspc-server`:
-//! one file per VM port, named from its VC UUID, appended across vMotions and reconnects
-//! (the entry, and so the file, outlives both).
-//!
-//! ```text
-//! cargo run --example log_collector -- [DIR] [VM-LISTEN-ADDR]   # default: console-logs 127.0.0.1:13370
-//! ```
+//! A console log collector (OpenStack vmware-vspc's job) on `vspc-server`: one file per VM
+//! port, named from its VC UUID, kept across vMotions and reconnects (the entry outlives both).
+//! `cargo run --example log_collector -- [DIR] [VM-LISTEN-ADDR]` (console-logs, 127.0.0.1:13370)
 #![forbid(unsafe_code)]
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -66,25 +63,31 @@ async fn collect(handle: Handle, dir: PathBuf, mut stopped: tokio::sync::oneshot
             }
         };
         let Some(chunk) = chunk else { break };
-        if !files.contains_key(&chunk.vm) {
-            let Some(vm) = handle.vm(chunk.vm) else {
-                continue;
-            };
-            // `{uuid}.log`; a second port of the VM, or a flagged impostor claiming its UUID,
-            // gets the entry number too: two entries never share a file.
-            let uuid = sanitize(&vm.vc_uuid);
-            let mut path = dir.join(format!("{uuid}.log"));
-            if !taken.insert(path.clone()) {
-                path = dir.join(format!("{uuid}.{}.log", vm.id.0));
-                taken.insert(path.clone());
+        let file = match files.entry(chunk.vm) {
+            Entry::Occupied(file) => file.into_mut(),
+            Entry::Vacant(slot) => {
+                let Some(vm) = handle.vm(chunk.vm) else {
+                    continue;
+                };
+                // `{uuid}.log`; a second port of the VM, or a flagged impostor claiming its
+                // UUID, gets the entry number too: two entries never share a file.
+                let uuid = sanitize(&vm.vc_uuid);
+                let mut path = dir.join(format!("{uuid}.log"));
+                if !taken.insert(path.clone()) {
+                    path = dir.join(format!("{uuid}.{}.log", vm.id.0));
+                    taken.insert(path.clone());
+                }
+                match OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(file) => slot.insert(file),
+                    Err(error) => {
+                        eprintln!("cannot open {}: {error}", path.display());
+                        continue;
+                    }
+                }
             }
-            match OpenOptions::new().create(true).append(true).open(&path) {
-                Ok(file) => drop(files.insert(chunk.vm, file)),
-                Err(error) => eprintln!("cannot open {}: {error}", path.display()),
-            }
-        }
+        };
         // Page-cache writes: a memory copy, not a wait on the disk.
-        if let Some(Err(error)) = files.get_mut(&chunk.vm).map(|f| f.write_all(&chunk.bytes)) {
+        if let Err(error) = file.write_all(&chunk.bytes) {
             eprintln!("console log write failed: {error}");
         }
     }
