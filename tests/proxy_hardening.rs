@@ -208,3 +208,43 @@ async fn a_crash_loses_at_most_the_flush_bound_of_console() {
     assert!(lost <= 10_000, "lost {lost} of {} bytes", sent.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A VM looping on VMOTION-BEGIN cannot make the log grow with it: past 20 lines per
+/// connection and window the lines are counted, not written.
+#[tokio::test]
+async fn a_begin_loop_is_answered_but_its_log_lines_are_limited() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let vm = TestVm::start(vm_config(35), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00035").await;
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // One BEGIN per read (several in one read are answered once, for the last): each waits
+    // for its answer before the next is sent.
+    for i in 0..60u8 {
+        // IAC SB 232 VMOTION-BEGIN <sequence> IAC SE, each superseding the last.
+        let begin = vec![0xff, 0xfa, 0xe8, 0x28, 0x51, i, 0xff, 0xf0];
+        vm.with(|vm, _| vm.inject(vspc_emulator::Fault::Garbage(begin.into())))
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = proxy.handle().metrics_text();
+            let answered = metric(&text, "vspc_vmotions_total{event=\"goahead\"}")
+                + metric(&text, "vspc_vmotions_total{event=\"notnow\"}");
+            if answered == u64::from(i) + 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{text}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let text = proxy.handle().metrics_text();
+    assert_eq!(
+        metric(&text, "vspc_log_lines_suppressed_total"),
+        40,
+        "{text}"
+    );
+    proxy.shutdown().await;
+}

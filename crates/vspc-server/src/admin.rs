@@ -196,6 +196,12 @@ pub(crate) fn metrics(hub: &Hub) -> String {
         &[("", hub.vm_denied)],
     );
     metric(
+        "vspc_log_lines_suppressed_total",
+        "counter",
+        "Log lines caused by VM connections beyond their rate limit, counted instead.",
+        &[("", hub.log_limit.suppressed)],
+    );
+    metric(
         "vspc_clients",
         "gauge",
         "Open client connections.",

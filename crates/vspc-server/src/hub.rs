@@ -56,6 +56,8 @@ pub(crate) struct Hub {
     log_files: HashMap<std::path::PathBuf, VmId>,
     /// VM connections refused by `vm.allow`.
     pub(crate) vm_denied: u64,
+    /// Per-connection limit on log lines a VM can cause.
+    pub(crate) log_limit: LogLimiter,
     pub(crate) sticky: HashMap<VmId, Sticky>,
     /// VMs waiting for a sticky listener (bound outside the lock).
     sticky_tx: Option<mpsc::Sender<VmId>>,
@@ -83,6 +85,7 @@ impl Hub {
             unflushed: HashSet::new(),
             log_files: HashMap::new(),
             vm_denied: 0,
+            log_limit: LogLimiter::default(),
             sticky: HashMap::new(),
             sticky_tx: None,
             vm_event_subs: Vec::new(),
@@ -128,6 +131,7 @@ impl Hub {
     pub(crate) fn vm_finished(&mut self, now: Instant, conn: SessionId) {
         self.core.handle_vm_closed(now, conn);
         self.vm_wakers.remove(&conn);
+        self.log_limit.forget(conn);
         self.settle();
     }
 
@@ -195,10 +199,12 @@ impl Hub {
             Event::VmAdded { vm, conn, flagged } => {
                 if let Some(info) = self.core.vm(vm) {
                     match &flagged {
-                        None => tracing::info!(vm = vm.0, session = conn.0, uuid = %info.vc_uuid,
-                            label = %info.label, name = %info.name, "new VM"),
+                        // VM-controlled text is logged with `?`: control characters come out
+                        // escaped, so a VM cannot forge or rewrite log lines.
+                        None => tracing::info!(vm = vm.0, session = conn.0, uuid = ?info.vc_uuid,
+                            label = ?info.label, name = ?info.name, "new VM"),
                         Some(reason) => {
-                            tracing::warn!(vm = vm.0, session = conn.0, uuid = %info.vc_uuid,
+                            tracing::warn!(vm = vm.0, session = conn.0, uuid = ?info.vc_uuid,
                             "second live connection claims a held identity without a vMotion secret: {reason}")
                         }
                     }
@@ -238,7 +244,9 @@ impl Hub {
                 }
             }
             Event::Vmotion { vm, conn, step } => {
-                tracing::info!(vm = vm.map(|v| v.0), session = conn.0, %step, "vMotion");
+                if self.log_limit.allow(conn) {
+                    tracing::info!(vm = vm.map(|v| v.0), session = conn.0, %step, "vMotion");
+                }
             }
             Event::VmMoved { vm, from, to } => {
                 tracing::info!(vm = vm.0, from = from.0, to = to.0, "VM moved by vMotion");
@@ -277,7 +285,9 @@ impl Hub {
                 }
             }
             Event::ProtocolError { conn, error } => {
-                tracing::debug!(session = conn.0, %error, "protocol error from VM");
+                if self.log_limit.allow(conn) {
+                    tracing::debug!(session = conn.0, error = ?error.to_string(), "protocol error from VM");
+                }
             }
         }
     }
@@ -361,6 +371,44 @@ impl Hub {
         self.core.shutdown();
         self.settle();
         self.flush_logs();
+    }
+}
+
+/// Log lines one VM connection may cause per window; past it they are counted, and one line
+/// says so. A VM looping on VMOTION-BEGIN cannot grow the log faster than its input.
+const LOG_LINES_PER_WINDOW: u32 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Rate limit of the log lines VM connections cause.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimiter {
+    windows: HashMap<SessionId, (Instant, u32)>,
+    /// Lines not written.
+    pub(crate) suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Whether one more line caused by `conn` may be written now.
+    fn allow(&mut self, conn: SessionId) -> bool {
+        let now = Instant::now();
+        let (start, count) = self.windows.entry(conn).or_insert((now, 0));
+        if now.duration_since(*start) >= LOG_WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count == LOG_LINES_PER_WINDOW + 1 {
+            tracing::warn!(session = conn.0, "this VM connection causes too many log lines: the rest of this window's are counted, not written");
+        }
+        let allowed = *count <= LOG_LINES_PER_WINDOW;
+        if !allowed {
+            self.suppressed += 1;
+        }
+        allowed
+    }
+
+    fn forget(&mut self, conn: SessionId) {
+        self.windows.remove(&conn);
     }
 }
 
