@@ -26,6 +26,10 @@ use crate::Shared;
 /// connection holds no read buffer at all.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes queued toward a VM whose socket is full, past which the VM is not read: its own
+/// requests cannot grow what waits for it.
+const MAX_BACKLOG: usize = 64 * 1024;
+
 /// Reads per poll before the task yields to the runtime.
 const READS_PER_POLL: usize = 4;
 
@@ -116,6 +120,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
             }
             if self.poll_write_side(cx).is_ready() {
                 return Poll::Ready(());
+            }
+            // A VM that does not read what it makes us answer (option toggles, queries) is
+            // not read either until it does: the write in progress wakes this task.
+            if self.out.is_some()
+                && self.shared.lock().core.endpoint().pending_transmit_len(self.sid) > MAX_BACKLOG
+            {
+                return Poll::Pending;
             }
             let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut read = ReadBuf::uninit(&mut buf);
