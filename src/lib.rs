@@ -4,6 +4,7 @@
 //! benches depend on a single package.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use vspc_backing as backing;
 pub use vspc_concentrator as concentrator;
@@ -13,3 +14,8 @@ pub use vspc_proto as proto;
 #[cfg(feature = "server")]
 pub use vspc_server as server;
 pub use vspc_telnet as telnet;
+
+// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

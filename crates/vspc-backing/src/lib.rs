@@ -75,6 +75,7 @@
 //!   written back as a string.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod error;
@@ -111,3 +112,8 @@ pub use uri::{
 };
 pub use validate::{ServiceTarget, ValidatedBacking, ValidationPolicy, Warning};
 pub use vmx::{parse_vmx, VmxError, VmxSerialPort, VMX_KEY_BASE};
+
+// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

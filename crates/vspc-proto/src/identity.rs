@@ -84,7 +84,7 @@ impl Uuid {
                 }
             };
             if let Some(slot) = out.get_mut(digits / 2) {
-                *slot |= if digits % 2 == 0 { nibble << 4 } else { nibble };
+                *slot |= if digits.is_multiple_of(2) { nibble << 4 } else { nibble };
             }
             digits += 1;
         }

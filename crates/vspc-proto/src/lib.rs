@@ -78,6 +78,7 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod command;
 mod coordinator;
@@ -105,3 +106,8 @@ pub use proxy::{
 pub use session::{ProtocolError, SendError, SessionId};
 pub use vm::{VmConfig, VmEvent, VmRole, VmSession, ESXI_KNOWN_SUBOPTIONS};
 pub use vspc_telnet;
+
+// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

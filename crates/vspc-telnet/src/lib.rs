@@ -47,6 +47,7 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -71,3 +72,8 @@ pub use encoder::{
 pub use error::DecodeError;
 pub use negotiation::{Negotiator, OptionChange, OptionState, Policy};
 pub use telnet::{Telnet, TelnetConfig, TelnetEvent};
+
+// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
