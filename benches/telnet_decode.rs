@@ -1,5 +1,5 @@
 //! Decoder throughput against the public Rust telnet crates and the memchr floor, on the same
-//! input in the same run (design.md, "Performance targets").
+//! input in the same run (the targets and the method: docs/performance.md).
 //!
 //! Input: 64 MiB per workload, fed in 16 KiB chunks, BINARY in effect (as on a VM connection):
 //! - `console`: 80-column ASCII lines, no IAC;

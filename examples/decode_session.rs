@@ -1,4 +1,4 @@
-//! Decodes a recorded VM session (ESXi's side of esxi-wire.md blocks A and B) the way a
+//! Decodes a recorded VM session (ESXi's side of blocks A and B in docs/esxi-wire.md) the way a
 //! concentrator's first layer sees it, and prints every event and every reply.
 //!
 //! `cargo run --example decode_session` (optionally `-- --split N` to feed N-byte reads).
@@ -35,8 +35,9 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|&n| n > 0);
-    // What a concentrator accepts (protocol.md section 2): BINARY and SGA both ways, ECHO
-    // from us, option 232 from the VM; AUTHENTICATION and COM-PORT refused.
+    // What a concentrator accepts (docs/protocol.md, "Telnet options on a VM connection"):
+    // BINARY and SGA both ways, ECHO from us, option 232 from the VM; AUTHENTICATION and
+    // COM-PORT refused.
     let policy = Policy::new()
         .accept_both(option::BINARY)
         .accept_both(option::SGA)

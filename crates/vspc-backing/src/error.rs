@@ -29,7 +29,7 @@ impl fmt::Display for UriRole {
     }
 }
 
-/// A URI that does not follow the grammar of spec section 2.
+/// A URI that does not follow the grammar (docs/uri-backing.md, "The URI grammar").
 ///
 /// The message names the part (`serviceURI`, `proxyURI`, ...), quotes the text, then says
 /// what is wrong with it: `proxyURI "http://x:1": scheme must be telnet or telnets`.
@@ -187,7 +187,7 @@ fn scheme_phrase(scheme: Option<Scheme>) -> String {
     }
 }
 
-/// A URI backing that ESXi would refuse (spec section 3).
+/// A URI backing that ESXi would refuse (docs/uri-backing.md, "Validation").
 ///
 /// ```
 /// use vspc_backing::{UriBackingInfo, ValidationError};

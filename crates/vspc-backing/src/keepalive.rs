@@ -1,4 +1,5 @@
-//! `serialN.keepIdle` and `serialN.vmotionLimit` (spec section 4), and the port index `N`.
+//! `serialN.keepIdle` and `serialN.vmotionLimit` (docs/uri-backing.md, "keepIdle and
+//! vmotionLimit"), and the port index `N`.
 
 use std::fmt;
 use std::str::FromStr;

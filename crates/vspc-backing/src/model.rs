@@ -1,4 +1,4 @@
-//! The vSphere data objects of a network serial port (spec section 1).
+//! The vSphere data objects of a network serial port (docs/uri-backing.md, "The objects").
 //!
 //! These types mirror the wire: string-typed fields stay strings (a `direction` read from a
 //! server may be anything; [`UriBackingInfo::validate`] says whether it is valid), optional

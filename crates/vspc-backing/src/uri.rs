@@ -1,5 +1,5 @@
 //! Typed parsers for the URIs of a network serial port: service URIs, proxy URIs and
-//! authentication parameters (spec section 2).
+//! authentication parameters (docs/uri-backing.md, "The URI grammar").
 //!
 //! The `url` crate follows the WHATWG rules, which reject `telnet://:12345` and read
 //! `host:port` as scheme `host`; these parsers implement the grammar ESXi actually reads.
@@ -66,7 +66,7 @@ pub enum AddressFamily {
 }
 
 impl Scheme {
-    /// Every scheme, in the order of the spec's table.
+    /// Every scheme, in the order of the table of direct service URIs in docs/uri-backing.md.
     pub const ALL: [Scheme; 9] = [
         Scheme::Tcp,
         Scheme::Tcp4,
@@ -699,7 +699,7 @@ fn split_scheme(s: &str) -> Option<(&str, &str)> {
     Some((scheme, rest))
 }
 
-/// A service URI that ESXi opens itself (no proxy): one of the ten forms of spec section 2.
+/// A service URI that ESXi opens itself (no proxy): one of the ten forms of docs/uri-backing.md.
 ///
 /// | form | transport |
 /// |---|---|

@@ -1,4 +1,4 @@
-//! Validation of a URI backing (spec section 3): typed errors, typed warnings.
+//! Validation of a URI backing (docs/uri-backing.md, "Validation"): typed errors, typed warnings.
 
 use std::fmt;
 
@@ -32,7 +32,8 @@ impl ValidationPolicy {
     }
 }
 
-/// Something ESXi accepts but that probably does not do what was meant (spec section 3).
+/// Something ESXi accepts but that probably does not do what was meant (docs/uri-backing.md,
+/// "Validation").
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Warning {
@@ -140,7 +141,7 @@ impl ValidatedBacking {
         }
     }
 
-    /// The warnings, in the order of spec section 3.
+    /// The warnings, in the order of docs/uri-backing.md, "Validation".
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }
@@ -152,8 +153,8 @@ impl UriBackingInfo {
         self.validate_with(&ValidationPolicy::default())
     }
 
-    /// Validates: the first error (in the order of spec section 3), or the typed parts and
-    /// the warnings.
+    /// Validates: the first error (in the order of docs/uri-backing.md, "Validation"), or the
+    /// typed parts and the warnings.
     pub fn validate_with(
         &self,
         policy: &ValidationPolicy,

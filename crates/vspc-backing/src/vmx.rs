@@ -1,4 +1,5 @@
-//! The `.vmx` view of a serial port (spec section 5): `serialN.*` lines, both ways.
+//! The `.vmx` view of a serial port (docs/uri-backing.md, "The .vmx view"): `serialN.*` lines,
+//! both ways.
 //!
 //! | API | `.vmx` key |
 //! |---|---|

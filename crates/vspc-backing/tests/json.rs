@@ -1,4 +1,4 @@
-//! The vSphere JSON shapes (spec section 6), behind the `serde` feature.
+//! The vSphere JSON shapes (docs/uri-backing.md, "The JSON shapes"), behind the `serde` feature.
 #![cfg(feature = "serde")]
 
 use serde_json::{json, Value};
@@ -8,7 +8,7 @@ use vspc_backing::{
     VirtualMachineConfigSpec,
 };
 
-/// The example body of spec section 6, verbatim.
+/// The example body of docs/uri-backing.md ("The JSON shapes"), verbatim.
 const SPEC_EXAMPLE: &str = r#"{"spec": {"_typeName": "VirtualMachineConfigSpec",
   "deviceChange": [{"_typeName": "VirtualDeviceConfigSpec", "operation": "add",
     "device": {"_typeName": "VirtualSerialPort", "key": -1,
@@ -24,7 +24,7 @@ const SPEC_EXAMPLE: &str = r#"{"spec": {"_typeName": "VirtualMachineConfigSpec",
 const PROXY: &str = "telnets://vspc.example.com:13370#thumbprint=AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01";
 
 fn spec_example() -> Value {
-    serde_json::from_str(SPEC_EXAMPLE).expect("the spec example is JSON")
+    serde_json::from_str(SPEC_EXAMPLE).expect("the example body is JSON")
 }
 
 #[test]

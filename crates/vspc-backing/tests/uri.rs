@@ -1,4 +1,4 @@
-//! The URI grammar of spec section 2: every form of the table, the host forms, the
+//! The URI grammar of docs/uri-backing.md: every form of the table, the host forms, the
 //! authentication parameters, exact round-trips, and `url` interop.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

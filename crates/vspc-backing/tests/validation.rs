@@ -1,4 +1,5 @@
-//! Spec section 3: every error, every warning, and the cases that must not be rejected.
+//! Validation (docs/uri-backing.md): every error, every warning, and the cases that must not be
+//! rejected.
 
 use vspc_backing::{
     Direction, ProxyUri, Scheme, ServiceTarget, UriBackingInfo, UriErrorKind, UriRole,

@@ -1,4 +1,5 @@
-//! The `.vmx` view of a port (spec section 5): rendering, parsing, round trips.
+//! The `.vmx` view of a port (docs/uri-backing.md, "The .vmx view"): rendering, parsing, round
+//! trips.
 
 use proptest::prelude::*;
 use vspc_backing::{

@@ -2,7 +2,7 @@
 //! leave as ESXi's do, write for write.
 //!
 //! `VmSession` decides *what* the VM says; this layer decides *when each write ends*, from
-//! the captures in `esxi-wire.md`:
+//! ESXi's captures (`docs/esxi-wire.md` in the repository):
 //! - ESXi answers `DO 232` only once the proxy has answered its `WILL AUTHENTICATION` (in both
 //!   captured handshakes `WILL 232` follows the proxy's `DONT AUTHENTICATION`, never its
 //!   `DO 232`): the `DO 232` is withheld until then, or until `auth_wait` passes.

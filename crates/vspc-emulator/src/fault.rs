@@ -9,9 +9,9 @@ use bytes::Bytes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Segmentation {
-    /// As ESXi writes (`esxi-wire.md`): negotiation replies to one read share a write, each
-    /// option-232 reply is a write of its own, KNOWN-SUBOPTIONS-1 shares one with DO-PROXY (or
-    /// with VMOTION-PEER and `WILL COM-PORT`).
+    /// As ESXi writes (the captures of `docs/esxi-wire.md`): negotiation replies to one read
+    /// share a write, each option-232 reply is a write of its own, KNOWN-SUBOPTIONS-1 shares
+    /// one with DO-PROXY (or with VMOTION-PEER and `WILL COM-PORT`).
     #[default]
     Esxi,
     /// Every byte a write of its own: every command split at every byte.

@@ -2,10 +2,11 @@
 //! ESXi host running VMs whose network serial ports point at a proxy.
 //!
 //! A concentrator that passes against this emulator should pass against ESXi: it writes what
-//! ESXi writes in `esxi-wire.md`'s captures byte for byte **and segment for segment**, runs
-//! the device life cycle of a URI-backed serial port (`startConnected`, reconfiguring
-//! `connected`), performs vMotion across two emulated hosts with every failure path, produces
-//! verifiable serial output, records what clients send, and injects faults on demand.
+//! ESXi writes in its captures (`docs/esxi-wire.md` in the repository) byte for byte **and
+//! segment for segment**, runs the device life cycle of a URI-backed serial port
+//! (`startConnected`, reconfiguring `connected`), performs vMotion across two emulated hosts
+//! with every failure path, produces verifiable serial output, records what clients send, and
+//! injects faults on demand.
 //!
 //! # Pieces
 //! - [`EmulatedVm`]: one VM (identity, [`SerialPortConfig`], output, recorder, vMotion).

@@ -136,7 +136,8 @@ impl EmulatorConfig {
 /// VMOTION-COMPLETE (both happen in captures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FinOrder {
-    /// The source closes, then the destination sends COMPLETE (`esxi-wire.md` block C).
+    /// The source closes, then the destination sends COMPLETE (block C of the captures in
+    /// `docs/esxi-wire.md`).
     #[default]
     FinBeforeComplete,
     /// COMPLETE, then the source closes.

@@ -1,5 +1,6 @@
-//! Wire fidelity: given the proxy side of each block of `esxi-wire.md`, the emulator writes the
-//! captured VM side byte for byte and segment for segment, and never later than the capture.
+//! Wire fidelity: given the proxy side of each block of ESXi's captures (`docs/esxi-wire.md`),
+//! the emulator writes the captured VM side byte for byte and segment for segment, and never
+//! later than the capture.
 //!
 //! The capture records when segments passed the wire, not how ESXi's reads were cut. ESXi
 //! answers a read 0.1 to 0.5 ms after it arrives, so proxy segments that arrived while ESXi was

@@ -84,7 +84,11 @@ impl Uuid {
                 }
             };
             if let Some(slot) = out.get_mut(digits / 2) {
-                *slot |= if digits.is_multiple_of(2) { nibble << 4 } else { nibble };
+                *slot |= if digits.is_multiple_of(2) {
+                    nibble << 4
+                } else {
+                    nibble
+                };
             }
             digits += 1;
         }

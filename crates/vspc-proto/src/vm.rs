@@ -80,8 +80,8 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// A VM as in `esxi-wire.md`'s capture, with the given identity and role; the BIOS and
-    /// location UUIDs default to the VC UUID.
+    /// A VM as in ESXi's capture (`docs/esxi-wire.md`), with the given identity and role; the
+    /// BIOS and location UUIDs default to the VC UUID.
     pub fn new(vc_uuid: Uuid, name: &str, role: VmRole) -> Self {
         VmConfig {
             vc_uuid: VmUuid::from_uuid(vc_uuid),
@@ -146,11 +146,11 @@ pub enum VmEvent {
 
 /// The VM (ESXi) side of one connection to a proxy.
 ///
-/// It behaves as ESXi does in `esxi-wire.md`: `WILL AUTHENTICATION` first, positive answers
-/// to BINARY, SGA, ECHO and 232, KNOWN-SUBOPTIONS-1 in ESXi's order with DO-PROXY (or
-/// VMOTION-PEER and `WILL COM-PORT` for a destination) in one write once 232 is in effect,
-/// answers to GET-* queries, `WILL COM-PORT` a little later, and BEGIN / PEER / COMPLETE /
-/// ABORT on command.
+/// It behaves as ESXi does in the captures of `docs/esxi-wire.md`: `WILL AUTHENTICATION` first,
+/// positive answers to BINARY, SGA, ECHO and 232, KNOWN-SUBOPTIONS-1 in ESXi's order with
+/// DO-PROXY (or VMOTION-PEER and `WILL COM-PORT` for a destination) in one write once 232 is in
+/// effect, answers to GET-* queries, `WILL COM-PORT` a little later, and BEGIN / PEER /
+/// COMPLETE / ABORT on command.
 ///
 /// # Driving order
 /// As for [`ProxySession`](crate::ProxySession): [`new`](Self::new) then

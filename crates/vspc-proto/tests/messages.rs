@@ -1,4 +1,4 @@
-//! Message layer: esxi-wire.md vectors and proptest round-trips.
+//! Message layer: the vectors of ESXi's captures (docs/esxi-wire.md) and proptest round-trips.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use bytes::Bytes;

@@ -1,5 +1,5 @@
-//! esxi-wire.md blocks A to E replayed against an Endpoint's ProxySession split at every
-//! byte, and the VmSession checked against the captured VM side.
+//! The blocks A to E of ESXi's captures (docs/esxi-wire.md) replayed against an Endpoint's
+//! ProxySession split at every byte, and the VmSession checked against the captured VM side.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;

@@ -1,5 +1,5 @@
-//! Steady-state decoding and encoding allocate nothing (design.md: zero heap allocations per
-//! event). Counted with a global allocator that counts, in a test binary of its own.
+//! Steady-state decoding and encoding allocate nothing (a target of docs/performance.md: no heap
+//! allocation per event). Counted with a global allocator that counts, in a test binary of its own.
 
 use vspc_telnet::{
     encode_command, encode_data, encode_subnegotiation, option, Command, Policy, Telnet,

@@ -1,5 +1,5 @@
-//! Shared test helpers: hex, the esxi-wire.md captures, a semantic view of telnet streams and
-//! an in-memory world (an [`Endpoint`] and VM sessions on a simulated clock).
+//! Shared test helpers: hex, ESXi's captures (docs/esxi-wire.md), a semantic view of telnet
+//! streams and an in-memory world (an [`Endpoint`] and VM sessions on a simulated clock).
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, unreachable_pub)]
 
 use std::collections::BTreeMap;

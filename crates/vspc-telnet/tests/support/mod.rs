@@ -85,7 +85,7 @@ pub fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     chunks
 }
 
-/// Parses hex as written in esxi-wire.md.
+/// Parses hex as written in docs/esxi-wire.md.
 pub fn hex(text: &str) -> Vec<u8> {
     let digits: Vec<u8> = text.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
     digits
