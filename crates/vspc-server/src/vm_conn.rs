@@ -124,7 +124,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
             // A VM that does not read what it makes us answer (option toggles, queries) is
             // not read either until it does: the write in progress wakes this task.
             if self.out.is_some()
-                && self.shared.lock().core.endpoint().pending_transmit_len(self.sid) > MAX_BACKLOG
+                && self
+                    .shared
+                    .lock()
+                    .core
+                    .endpoint()
+                    .pending_transmit_len(self.sid)
+                    > MAX_BACKLOG
             {
                 return Poll::Pending;
             }
