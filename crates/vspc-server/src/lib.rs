@@ -35,6 +35,7 @@
 //! No task panics on any input; a poisoned hub lock is recovered (the core is consistent at
 //! every call boundary).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 // This crate is the IO layer of the sans-IO libraries: reading the clock is its job.
 #![allow(clippy::disallowed_methods)]
