@@ -216,11 +216,6 @@ async fn a_begin_loop_is_answered_but_its_log_lines_are_limited() {
     let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
     let vm = TestVm::start(vm_config(35), Target::plain(proxy.vm_addrs[0]));
     identified(&proxy, "vm-00035").await;
-    let metric = |text: &str, name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0)
-    };
     // One BEGIN per read (several in one read are answered once, for the last): each waits
     // for its answer before the next is sent.
     for i in 0..60u8 {
@@ -246,5 +241,208 @@ async fn a_begin_loop_is_answered_but_its_log_lines_are_limited() {
         40,
         "{text}"
     );
+    proxy.shutdown().await;
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_that_never_chooses_is_timed_out_and_idle_ones_cannot_lock_others_out() {
+    let mut config = Config::ephemeral();
+    config.client.select_timeout_secs = 1;
+    config.client.max_clients = 4;
+    config.client.max_selecting = 2;
+    let proxy = Proxy::start(config).await.unwrap();
+    let _vm = TestVm::start(vm_config(36), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00036").await;
+    let mut attached = TestClient::connect(proxy.client_addr).await;
+    attached.select("vm-00036").await;
+
+    // Three idle connections: the one choosing longest makes room for the third.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut client = TestClient::connect(proxy.client_addr).await;
+        client.expect(b"ro or excl: ").await;
+        idle.push(client);
+    }
+    idle[0].expect(b"too many clients are choosing").await;
+    idle[0].expect_closed().await;
+    // A client that selects still gets in (choosing, it crowds out the next idle one), and
+    // the attached one was never touched.
+    let mut late = TestClient::connect(proxy.client_addr).await;
+    late.select("vm-00036 ro").await;
+    idle[1].expect(b"too many clients are choosing").await;
+    idle[1].expect_closed().await;
+    // The last one times out.
+    idle[2].expect(b"no VM chosen in time").await;
+    idle[2].expect_closed().await;
+    let text = proxy.handle().metrics_text();
+    assert_eq!(
+        metric(&text, "vspc_clients_dropped_selecting_total"),
+        3,
+        "{text}"
+    );
+    let snapshot = proxy.snapshot();
+    assert_eq!(vms(&snapshot)[0]["clients"].as_array().unwrap().len(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn selection_lines_are_taken_in_turn_whatever_the_segmentation() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let vm = TestVm::start(vm_config(37), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00037").await;
+
+    // A bad line then a good one, in one write: the second attaches.
+    let mut pipelined = TestClient::connect(proxy.client_addr).await;
+    pipelined.expect(b"ro or excl: ").await;
+    pipelined.send(b"no-such-vm\r\nvm-00037\r\n").await;
+    pipelined.expect(b"no VM matches").await;
+    pipelined
+        .expect(b"[vspc: attached to vm-00037 (rw)]\r\n")
+        .await;
+
+    // CR and LF of the line in separate segments: the LF never reaches the VM.
+    let mut split = TestClient::connect(proxy.client_addr).await;
+    split.expect(b"ro or excl: ").await;
+    split.send(b"vm-00037\r").await;
+    split.expect(b")]\r\n").await;
+    split.send(b"\n").await;
+    split.send(b"typed").await;
+    vm.wait_received(b"typed").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn vm_chosen_names_cannot_reach_a_terminal_raw() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let mut config = vm_config(38);
+    config.identity.name = "evil\x1b[2J\x1b]0;owned\x07".to_owned();
+    let _vm = TestVm::start(config, Target::plain(proxy.vm_addrs[0]));
+    wait_snapshot("the VM", || proxy.snapshot(), |s| vms(s).len() == 1).await;
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.expect(b"ro or excl: ").await;
+    let menu = client.menu_seen();
+    assert!(
+        find(&menu, b"evil\\x1b[2J\\x1b]0;owned").is_some(),
+        "{:?}",
+        String::from_utf8_lossy(&menu)
+    );
+    assert!(!menu.contains(&0x1b) && !menu.contains(&0x07), "{menu:?}");
+    client.send(b"1\r\n").await;
+    client.expect(b")]\r\n").await;
+    let banner = client.menu_seen();
+    assert!(
+        find(&banner, b"attached to evil\\x1b[2J").is_some(),
+        "{banner:?}"
+    );
+    assert!(!banner.contains(&0x1b), "{banner:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_vm_connection_that_never_identifies_is_closed() {
+    let mut config = Config::ephemeral();
+    config.vm.identify_timeout_secs = 1;
+    let proxy = Proxy::start(config).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(proxy.vm_addrs[0])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(WAIT, silent.read(&mut buf))
+            .await
+            .unwrap()
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let text = proxy.handle().metrics_text();
+    assert_eq!(
+        metric(&text, "vspc_vm_identify_timeouts_total"),
+        1,
+        "{text}"
+    );
+    // An identified VM is not affected.
+    let _vm = TestVm::start(vm_config(39), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00039").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(vms(&proxy.snapshot())[0]["state"], "connected");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_a_trusted_vm_connection_may_start_a_vmotion() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let original = TestVm::start(vm_config(41), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00041").await;
+    let impostor = TestVm::start(vm_config(41), Target::plain(proxy.vm_addrs[0]));
+    wait_snapshot(
+        "flagged entry",
+        || proxy.snapshot(),
+        |s| vms(s).iter().any(|v| !v["flagged"].is_null()),
+    )
+    .await;
+    let begin = vec![0xff, 0xfa, 0xe8, 0x28, 0x51, 0x01, 0xff, 0xf0];
+    impostor
+        .with(|vm, _| vm.inject(vspc_emulator::Fault::Garbage(begin.clone().into())))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = proxy.handle().metrics_text();
+        if metric(&text, "vspc_vmotions_total{event=\"notnow\"}") == 1 {
+            assert_eq!(metric(&text, "vspc_vmotions_pending"), 0, "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    original
+        .with(|vm, _| vm.inject(vspc_emulator::Fault::Garbage(begin.into())))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = proxy.handle().metrics_text();
+        if metric(&text, "vspc_vmotions_total{event=\"goahead\"}") == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn lingering_entries_are_capped_oldest_first() {
+    let mut config = Config::ephemeral();
+    config.vm.max_lingering = 2;
+    let proxy = Proxy::start(config).await.unwrap();
+    for n in 50..54 {
+        let vm = TestVm::start(vm_config(n), Target::plain(proxy.vm_addrs[0]));
+        identified(&proxy, &format!("vm-{n:05}")).await;
+        drop(vm);
+        wait_snapshot(
+            "gone",
+            || proxy.snapshot(),
+            |s| vms(s).iter().all(|v| v["state"] != "connected"),
+        )
+        .await;
+    }
+    let snapshot = proxy.snapshot();
+    let names: Vec<String> = vms(&snapshot)
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["vm-00052", "vm-00053"]);
+    let text = proxy.handle().metrics_text();
+    assert_eq!(metric(&text, "vspc_lingering_evicted_total"), 2, "{text}");
     proxy.shutdown().await;
 }

@@ -12,6 +12,7 @@ use vspc_proto::vspc_telnet::{
 use vspc_proto::{EndpointSendError, SendError, SessionId};
 
 use crate::concentrator::Concentrator;
+use crate::registry::printable;
 use crate::selection::{parse_selection, Picked, Selection};
 use crate::types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,
@@ -85,14 +86,18 @@ fn goodbye(reason: DropReason) -> &'static str {
         DropReason::VmRemoved => "\r\n[vspc: the VM did not come back; closing]\r\n",
         DropReason::Shutdown => "\r\n[vspc: the concentrator is shutting down; goodbye]\r\n",
         DropReason::LineTooLong => "\r\nvspc: selection line too long\r\n",
+        DropReason::SelectionTimeout => "\r\nvspc: no VM chosen in time; goodbye\r\n",
+        DropReason::Crowded => "\r\nvspc: too many clients are choosing a VM; try again\r\n",
     }
 }
 
 impl Concentrator {
-    /// A new client from `peer`. With `target` it is attached at once (a sticky port, an
+    /// A new client from `peer`, at `now` (its selection deadline runs from here). With
+    /// `target` it is attached at once (a sticky port, an
     /// SSH user who named the VM); otherwise it gets the menu and chooses by typing a line.
     pub fn handle_client_connect(
         &mut self,
+        now: Instant,
         peer: SocketAddr,
         transport: Transport,
         target: Option<(VmId, Mode)>,
@@ -100,7 +105,11 @@ impl Concentrator {
         if self.shutting_down {
             return Err(Refused::ShuttingDown);
         }
-        if self.clients.len() >= self.config.max_clients {
+        // Dropped clients whose connection is not closed yet hold no slot; a client still
+        // choosing gives its slot up to a new one rather than lock it out.
+        if self.clients.len() - self.closing_clients >= self.config.max_clients
+            && !self.evict_selecting()
+        {
             self.counters.client_connections_refused += 1;
             return Err(Refused::Capacity(self.config.max_clients));
         }
@@ -131,6 +140,12 @@ impl Concentrator {
                 bytes_in: 0,
             },
         );
+        self.selecting_count += 1;
+        self.selecting
+            .push_back((now + self.config.select_timeout, id));
+        if self.selecting_count > self.config.max_selecting {
+            self.evict_selecting();
+        }
         if let Some(bytes) = negotiation {
             self.queue_client(id, bytes);
         }
@@ -285,7 +300,47 @@ impl Concentrator {
     /// The client's connection closed.
     pub fn handle_client_closed(&mut self, client: ClientId) {
         if let Some(c) = self.clients.remove(&client) {
+            if c.selection.is_some() {
+                self.selecting_count -= 1;
+            }
+            if c.closing {
+                self.closing_clients -= 1;
+            }
             self.detach(client, c.vm);
+        }
+    }
+
+    /// Drops the client that has been choosing a VM longest. Whether there was one.
+    fn evict_selecting(&mut self) -> bool {
+        while let Some((_, client)) = self.selecting.pop_front() {
+            let choosing = self
+                .clients
+                .get(&client)
+                .is_some_and(|c| c.selection.is_some() && !c.closing);
+            if choosing {
+                self.counters.clients_dropped_selecting += 1;
+                self.drop_client(client, DropReason::Crowded);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the clients whose selection deadline passed.
+    pub(crate) fn expire_selections(&mut self, now: Instant) {
+        while let Some(&(at, client)) = self.selecting.front() {
+            if at > now {
+                break;
+            }
+            self.selecting.pop_front();
+            let choosing = self
+                .clients
+                .get(&client)
+                .is_some_and(|c| c.selection.is_some() && !c.closing);
+            if choosing {
+                self.counters.clients_dropped_selecting += 1;
+                self.drop_client(client, DropReason::SelectionTimeout);
+            }
         }
     }
 
@@ -355,12 +410,12 @@ impl Concentrator {
             .count();
         if let Some(holder) = entry.exclusive {
             if mode.writes() && holder != client {
-                return Err(AttachError::HeldExclusively(entry.name.clone()));
+                return Err(AttachError::HeldExclusively(printable(&entry.name).into()));
             }
         }
         if mode == Mode::Exclusive && writers > 0 {
             return Err(AttachError::WritersAttached {
-                name: entry.name.clone(),
+                name: printable(&entry.name).into(),
                 writers,
             });
         }
@@ -375,6 +430,7 @@ impl Concentrator {
         };
         if let Some(selection) = c.selection.take() {
             c.skip_lf = selection.after_cr;
+            self.selecting_count -= 1;
         }
         c.vm = Some(vm);
         c.mode = mode;
@@ -386,7 +442,7 @@ impl Concentrator {
         out.extend_from_slice(
             format!(
                 "\r\n[vspc: attached to {} ({}){}]\r\n",
-                entry.name,
+                printable(&entry.name),
                 mode.short(),
                 if entry.flagged.is_some() {
                     ", FLAGGED duplicate identity"
@@ -480,6 +536,10 @@ impl Concentrator {
         c.queue
             .push_back(Bytes::from_static(goodbye(reason).as_bytes()));
         c.closing = true;
+        self.closing_clients += 1;
+        if c.selection.take().is_some() {
+            self.selecting_count -= 1;
+        }
         let vm = c.vm.take();
         self.detach(client, vm);
         self.events

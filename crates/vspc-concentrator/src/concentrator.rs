@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use vspc_proto::vspc_telnet::encode_data;
 use vspc_proto::{
-    CloseReason, CoordinatorConfig, Endpoint, EndpointConfig, EndpointEvent, ProxyConfig,
+    Answer, CloseReason, CoordinatorConfig, Endpoint, EndpointConfig, EndpointEvent, ProxyConfig,
     SecretSource, SessionId,
 };
 
@@ -31,6 +31,8 @@ pub(crate) struct VmConn {
     pub(crate) unbound: BytesMut,
     pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
+    /// It claimed a vMotion (a destination never identifies with DO-PROXY).
+    pub(crate) claimed: bool,
 }
 
 /// The sans-IO core of a virtual serial port concentrator.
@@ -75,6 +77,17 @@ pub struct Concentrator {
     /// VMs that went away, oldest first; an entry that came back is skipped when its turn
     /// comes (its `away_since` differs): expiry never walks every VM.
     pub(crate) lingering: VecDeque<(Instant, VmId)>,
+    /// Entries with no connection (what `max_lingering` caps).
+    pub(crate) away_count: usize,
+    /// VM connections by connect time, for the identification timeout (a bound one is
+    /// skipped when its turn comes).
+    pub(crate) unidentified: VecDeque<(Instant, SessionId)>,
+    /// Clients by connect time, for the selection timeout (an attached one is skipped).
+    pub(crate) selecting: VecDeque<(Instant, ClientId)>,
+    /// Clients still choosing a VM.
+    pub(crate) selecting_count: usize,
+    /// Clients dropped, whose connection the driver has not reported closed yet.
+    pub(crate) closing_clients: usize,
     pub(crate) events: VecDeque<Event>,
     pub(crate) wakeups: VecDeque<Wakeup>,
     pub(crate) counters: Counters,
@@ -105,6 +118,8 @@ fn endpoint_config(config: &ConcentratorConfig) -> EndpointConfig {
             ..CoordinatorConfig::default()
         },
         allow_vmotion: config.allow_vmotion,
+        // The core decides who may start a vMotion (see `BeginRequested` below).
+        begin: Answer::Manual,
         ..EndpointConfig::default()
     }
 }
@@ -132,6 +147,11 @@ impl Concentrator {
             registry: Registry::default(),
             clients: HashMap::new(),
             lingering: VecDeque::new(),
+            away_count: 0,
+            unidentified: VecDeque::new(),
+            selecting: VecDeque::new(),
+            selecting_count: 0,
+            closing_clients: 0,
             events: VecDeque::new(),
             wakeups: VecDeque::new(),
             counters: Counters::default(),
@@ -167,9 +187,15 @@ impl Concentrator {
 
     // ----- VM connections -----
 
-    /// A new VM connection from `peer` (`tls` for telnets). Its opening offers are queued at
+    /// A new VM connection from `peer` (`tls` for telnets), at `now` (its identification
+    /// deadline runs from here). Its opening offers are queued at
     /// once: write [`poll_vm_transmit`](Self::poll_vm_transmit).
-    pub fn handle_vm_connect(&mut self, peer: SocketAddr, tls: bool) -> Result<SessionId, Refused> {
+    pub fn handle_vm_connect(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Result<SessionId, Refused> {
         if self.shutting_down {
             return Err(Refused::ShuttingDown);
         }
@@ -183,8 +209,11 @@ impl Concentrator {
             unbound: BytesMut::new(),
             peer,
             tls,
+            claimed: false,
         });
         self.counters.vm_connections_total += 1;
+        self.unidentified
+            .push_back((now + self.config.identify_timeout, conn));
         Ok(conn)
     }
 
@@ -239,16 +268,22 @@ impl Concentrator {
 
     // ----- timers -----
 
-    /// The next deadline: a vMotion's expiry or a lingering entry's.
+    /// The next deadline: a vMotion's expiry, a lingering entry's, a connection's
+    /// identification or a client's selection timeout.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let linger = self
             .lingering
             .front()
             .map(|(since, _)| *since + self.config.linger);
-        match (self.endpoint.poll_timeout(), linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.endpoint.poll_timeout(),
+            linger,
+            self.unidentified.front().map(|(at, _)| *at),
+            self.selecting.front().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires what is due: held data released at a vMotion's expiry, expired keys, entries
@@ -269,6 +304,22 @@ impl Concentrator {
                 self.remove_vm(vm);
             }
         }
+        while let Some(&(at, conn)) = self.unidentified.front() {
+            if at > now {
+                break;
+            }
+            self.unidentified.pop_front();
+            let idle = self
+                .endpoint
+                .data(conn)
+                .is_some_and(|c| c.vm.is_none() && !c.claimed);
+            if idle && !self.endpoint.wants_close(conn) {
+                self.counters.vm_identify_timeouts += 1;
+                self.endpoint.close(conn);
+                self.wakeups.push_back(Wakeup::Vm(conn));
+            }
+        }
+        self.expire_selections(now);
     }
 
     /// Graceful shutdown: no new connections, every client told and closed, every VM
@@ -331,7 +382,12 @@ impl Concentrator {
                 }
                 EndpointEvent::PeerAnswered { conn, key, outcome } => {
                     let source = match outcome {
-                        vspc_proto::ClaimOutcome::Accepted { source } => Some(source),
+                        vspc_proto::ClaimOutcome::Accepted { source } => {
+                            if let Some(c) = self.endpoint.data_mut(conn) {
+                                c.claimed = true;
+                            }
+                            Some(source)
+                        }
                         vspc_proto::ClaimOutcome::Rejected(_) => {
                             self.counters.vmotion_peer_rejected += 1;
                             None
@@ -431,8 +487,19 @@ impl Concentrator {
                 | EndpointEvent::UnknownSuboptionReported { .. }
                 | EndpointEvent::Command { .. }
                 | EndpointEvent::OptionChanged { .. } => {}
-                // The endpoint answers BEGIN and PEER itself (`Answer::Automatic`).
-                EndpointEvent::BeginRequested { .. } | EndpointEvent::PeerRequested { .. } => {}
+                EndpointEvent::BeginRequested { conn, .. } => {
+                    // Only the connection that carries a trusted entry may start a vMotion:
+                    // an unidentified or flagged connection cannot take a pending slot.
+                    let trusted = self
+                        .vm_of(conn)
+                        .and_then(|vm| self.registry.get(vm))
+                        .is_some_and(|e| e.flagged.is_none() && e.active == Some(conn));
+                    let allow = self.config.allow_vmotion && trusted;
+                    self.endpoint.answer_begin(now, conn, allow);
+                }
+                // The endpoint answers PEER itself (`Answer::Automatic`): only the secret
+                // authenticates a destination.
+                EndpointEvent::PeerRequested { .. } => {}
             }
         }
     }
@@ -481,6 +548,7 @@ impl Concentrator {
         let existing = self.registry.find(&key);
         let vm = match existing.and_then(|vm| self.registry.get_mut(vm)) {
             Some(entry) if entry.active.is_none() => {
+                self.away_count -= 1;
                 entry.active = Some(conn);
                 entry.state = VmState::Connected;
                 entry.away_since = None;
@@ -580,13 +648,30 @@ impl Concentrator {
         entry.state = VmState::Disconnected;
         entry.away_since = Some(now);
         self.lingering.push_back((now, vm));
+        self.away_count += 1;
         self.events.push_back(Event::VmDisconnected { vm });
+        while self.away_count > self.config.max_lingering {
+            let Some((since, oldest)) = self.lingering.pop_front() else {
+                break;
+            };
+            let still_away = self
+                .registry
+                .get(oldest)
+                .is_some_and(|e| e.active.is_none() && e.away_since == Some(since));
+            if still_away {
+                self.counters.lingering_evicted += 1;
+                self.remove_vm(oldest);
+            }
+        }
     }
 
     fn remove_vm(&mut self, vm: VmId) {
         let Some(entry) = self.registry.get(vm) else {
             return;
         };
+        if entry.active.is_none() {
+            self.away_count -= 1;
+        }
         for client in entry.clients.clone() {
             self.drop_client(client, DropReason::VmRemoved);
         }

@@ -18,9 +18,16 @@ pub struct ConcentratorConfig {
     /// Cap on VM output kept for a connection that has not identified yet (the excess is
     /// dropped and counted).
     pub max_unbound: usize,
+    /// A VM connection that has not identified itself (VC UUID and DO-PROXY) this long
+    /// after it connected is closed. A vMotion destination is exempt once it claimed a
+    /// vMotion (it never sends DO-PROXY; the vMotion's own timeout bounds it).
+    pub identify_timeout: Duration,
     /// How long a VM entry (clients, scrollback) is kept after its connection went away,
     /// waiting for a reconnect.
     pub linger: Duration,
+    /// Cap on entries lingering at once; past it the oldest is removed (and counted), so VMs
+    /// that come and go cannot grow the registry.
+    pub max_lingering: usize,
     /// Answer VMOTION-BEGIN with GOAHEAD (`false`: always NOTNOW).
     pub allow_vmotion: bool,
     /// How long a vMotion may stay pending after GOAHEAD.
@@ -29,6 +36,12 @@ pub struct ConcentratorConfig {
     pub secret_len: usize,
     /// Cap on simultaneous clients.
     pub max_clients: usize,
+    /// A client that has not chosen a VM this long after it connected is dropped.
+    pub select_timeout: Duration,
+    /// Cap on clients still choosing a VM; past it (or when all `max_clients` slots are
+    /// taken) the one that has been choosing longest is dropped to make room, so idle
+    /// connections can never lock out a client that selects.
+    pub max_selecting: usize,
     /// How far a client may fall behind: when its writer is still busy with earlier output
     /// and this much more waits, the client is dropped with a message. Output that arrived
     /// before the writer's turn counts only against twice this (the memory bound per
@@ -59,12 +72,16 @@ impl Default for ConcentratorConfig {
             max_subnegotiation: vspc_proto::vspc_telnet::DEFAULT_MAX_SUBNEGOTIATION,
             max_held: 1 << 20,
             max_pending_to_vm: 256 * 1024,
-            max_unbound: 64 * 1024,
+            max_unbound: 16 * 1024,
+            identify_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(300),
+            max_lingering: 4096,
             allow_vmotion: true,
             vmotion_timeout: Duration::from_secs(30),
             secret_len: 8,
             max_clients: 1000,
+            select_timeout: Duration::from_secs(30),
+            max_selecting: 500,
             output_budget: 1 << 20,
             max_pending_input: 64 * 1024,
             scrollback: 16 * 1024,

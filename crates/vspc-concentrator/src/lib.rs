@@ -53,7 +53,7 @@
 //!
 //! let now = Instant::now();
 //! let mut core = Concentrator::new(ConcentratorConfig::default());
-//! let conn = core.handle_vm_connect("127.0.0.1:50000".parse().unwrap(), false).unwrap();
+//! let conn = core.handle_vm_connect(now, "127.0.0.1:50000".parse().unwrap(), false).unwrap();
 //! let uuid: Uuid = "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00".parse().unwrap();
 //! let role = VmRole::Source { direction: Direction::Server, service_uri: "vSPC.py".into() };
 //! let mut vm = VmSession::new(now, VmConfig::new(uuid, "web-1", role));
@@ -79,7 +79,7 @@
 //!
 //! // A raw client attached read-write sees the VM's output and types to it.
 //! let client = core
-//!     .handle_client_connect("127.0.0.1:50001".parse().unwrap(), Transport::Raw, Some((web, Mode::ReadWrite)))
+//!     .handle_client_connect(now, "127.0.0.1:50001".parse().unwrap(), Transport::Raw, Some((web, Mode::ReadWrite)))
 //!     .unwrap();
 //! vm.send_data(b"login: ");
 //! pump(&mut core, &mut vm);
@@ -103,7 +103,7 @@ mod types;
 
 pub use concentrator::Concentrator;
 pub use config::ConcentratorConfig;
-pub use registry::label_of;
+pub use registry::{label_of, printable};
 pub use snapshot::{ClientSnapshot, Counters, VmSnapshot};
 pub use types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,

@@ -34,6 +34,23 @@ impl VmKey {
     }
 }
 
+/// `text` as a person may be shown it: control characters (C0, DEL and C1) become `\xNN`,
+/// so a VM-chosen name cannot move an operator's cursor or rewrite the terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The short label of a service URI: the value of `port=` when present (VMware's kit names
 /// ports that way), otherwise the whole URI.
 pub fn label_of(service_uri: &str) -> &str {
@@ -174,7 +191,7 @@ impl Registry {
                 selector: selector.to_owned(),
                 choices: matches
                     .iter()
-                    .map(|e| format!("#{} ({})", e.id.0, e.label()))
+                    .map(|e| format!("#{} ({})", e.id.0, printable(e.label())))
                     .collect::<Vec<_>>()
                     .join(", "),
             }),
@@ -196,12 +213,12 @@ impl Registry {
                 VmState::Migrating => "moving",
                 VmState::Disconnected => "away",
             };
-            let name = format!("{}/{}", entry.name, entry.label());
+            let name = format!("{}/{}", printable(&entry.name), printable(entry.label()));
             text.push_str(&format!(
                 "{:>3} {:<24.24} {:<36} {:<6} {}{}\r\n",
                 entry.id.0,
                 name,
-                entry.key.uuid(),
+                printable(entry.key.uuid()),
                 state,
                 entry.clients.len(),
                 if entry.flagged.is_some() {
@@ -238,6 +255,16 @@ mod tests {
         assert_eq!(label_of("vSPC.py?port=console"), "console");
         assert_eq!(label_of("vSPC.py?a=b&port=com2"), "com2");
         assert_eq!(label_of("tcp://10.0.0.5:2377"), "tcp://10.0.0.5:2377");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("web-1"), "web-1");
+        assert_eq!(
+            printable("a\x1b]0;pwned\x07b\nc"),
+            "a\\x1b]0;pwned\\x07b\\x0ac"
+        );
+        assert_eq!(printable("\u{9b}2J"), "\\x9b2J");
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct Counters {
     pub vmotion_expired: u64,
     /// Refused PEER claims.
     pub vmotion_peer_rejected: u64,
+    /// VM connections closed for not identifying in time.
+    pub vm_identify_timeouts: u64,
+    /// Lingering entries removed early to stay under `max_lingering`.
+    pub lingering_evicted: u64,
+    /// Clients dropped for not choosing a VM in time, or to make room.
+    pub clients_dropped_selecting: u64,
 }
 
 /// One attached client.

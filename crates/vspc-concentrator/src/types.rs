@@ -196,6 +196,10 @@ pub enum DropReason {
     Shutdown,
     /// Its selection line was too long.
     LineTooLong,
+    /// It did not choose a VM in time.
+    SelectionTimeout,
+    /// Too many clients were choosing; it had been choosing longest.
+    Crowded,
 }
 
 /// What the concentrator reports. Drain with

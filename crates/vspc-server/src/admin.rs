@@ -278,6 +278,24 @@ pub(crate) fn metrics(hub: &Hub) -> String {
         ],
     );
     metric(
+        "vspc_vm_identify_timeouts_total",
+        "counter",
+        "VM connections closed for not identifying in time.",
+        &[("", m.vm_identify_timeouts)],
+    );
+    metric(
+        "vspc_lingering_evicted_total",
+        "counter",
+        "Lingering VM entries removed early to stay under vm.max_lingering.",
+        &[("", m.lingering_evicted)],
+    );
+    metric(
+        "vspc_clients_dropped_selecting_total",
+        "counter",
+        "Clients dropped for not choosing a VM in time, or to make room for another.",
+        &[("", m.clients_dropped_selecting)],
+    );
+    metric(
         "vspc_vmotions_pending",
         "gauge",
         "vMotions pending in the coordinator.",

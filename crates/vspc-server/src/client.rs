@@ -32,9 +32,9 @@ pub(crate) async fn serve_client(
     let registered = {
         let mut hub = shared.lock();
         let target = sticky.map(|vm| (vm, Mode::ReadWrite));
-        let result = hub
-            .core
-            .handle_client_connect(peer, Transport::Telnet, target);
+        let result =
+            hub.core
+                .handle_client_connect(Instant::now(), peer, Transport::Telnet, target);
         let result = result.map(|client| (client, hub.register_client(client)));
         hub.settle();
         result

@@ -100,6 +100,11 @@ pub struct VmConfig {
     pub max_pending_to_vm: usize,
     /// Cap on VM output kept for a connection that has not identified yet.
     pub max_unbound: usize,
+    /// Seconds a VM connection may take to identify itself (VC UUID and DO-PROXY) before
+    /// it is closed.
+    pub identify_timeout_secs: u64,
+    /// Cap on VM entries lingering at once (oldest removed first, counted).
+    pub max_lingering: usize,
     /// How long a VM entry (clients, log, sticky port, scrollback) is kept after its
     /// connection went away, waiting for a reconnect.
     pub linger_secs: u64,
@@ -119,6 +124,10 @@ pub struct ClientConfig {
     pub sticky_base: u16,
     /// Cap on simultaneous clients.
     pub max_clients: usize,
+    /// Seconds a client may take to choose a VM before it is dropped.
+    pub select_timeout_secs: u64,
+    /// Cap on clients still choosing a VM (the one choosing longest makes room).
+    pub max_selecting: usize,
     /// Cap on bytes queued toward one client; beyond it the client is dropped with a message.
     pub output_budget: usize,
     /// Bytes of VM output replayed to a client that joins.
@@ -174,7 +183,9 @@ impl Default for VmConfig {
             max_subnegotiation: vspc_proto::vspc_telnet::DEFAULT_MAX_SUBNEGOTIATION,
             max_held: 1 << 20,
             max_pending_to_vm: 256 * 1024,
-            max_unbound: 64 * 1024,
+            max_unbound: 16 * 1024,
+            identify_timeout_secs: 30,
+            max_lingering: 4096,
             linger_secs: 300,
         }
     }
@@ -188,6 +199,8 @@ impl Default for ClientConfig {
             sticky_host: std::net::IpAddr::from([127, 0, 0, 1]),
             sticky_base: 0,
             max_clients: 1000,
+            select_timeout_secs: 30,
+            max_selecting: 500,
             output_budget: 1 << 20,
             scrollback: 16 * 1024,
         }
@@ -300,6 +313,10 @@ impl ServerConfig {
         core.vmotion_timeout = Duration::from_millis(self.vmotion.timeout_ms);
         core.secret_len = self.vmotion.secret_len;
         core.max_clients = self.client.max_clients;
+        core.select_timeout = Duration::from_secs(self.client.select_timeout_secs);
+        core.max_selecting = self.client.max_selecting;
+        core.identify_timeout = Duration::from_secs(self.vm.identify_timeout_secs);
+        core.max_lingering = self.vm.max_lingering;
         core.output_budget = self.client.output_budget;
         core.scrollback = self.client.scrollback;
         core.console_events = self.log.dir.is_some();

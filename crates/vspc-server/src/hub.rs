@@ -254,6 +254,11 @@ impl Hub {
             }
             Event::VmDisconnected { vm } => {
                 tracing::info!(vm = vm.0, "VM disconnected; entry kept for a reconnect");
+                // A lingering entry holds no descriptor: the log reopens if the VM returns.
+                if let Some(log) = self.logs.get_mut(&vm) {
+                    log.reopen();
+                }
+                self.unflushed.remove(&vm);
                 self.publish(VmEvent::Disconnected { vm });
             }
             Event::VmRemoved { vm } => {

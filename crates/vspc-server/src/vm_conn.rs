@@ -184,7 +184,10 @@ pub(crate) fn vm_link<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let registered = shared.lock().core.handle_vm_connect(peer, tls);
+    let registered = shared
+        .lock()
+        .core
+        .handle_vm_connect(Instant::now(), peer, tls);
     let sid = match registered {
         Ok(sid) => sid,
         Err(refused) => {
