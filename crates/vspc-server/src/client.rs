@@ -3,6 +3,7 @@
 //! move bytes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,10 +192,20 @@ async fn client_reader<R>(
             if wants {
                 break;
             }
-            tokio::select! {
-                _ = signals.input.notified() => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+            // Announce the wait, then look again: a wakeup between the look above and the
+            // wait below is not lost (the hub notifies only a waiting reader).
+            signals.reader_waiting.store(true, Ordering::Release);
+            let ready = shared.lock().core.client_wants_input(client);
+            if !ready {
+                tokio::select! {
+                    _ = signals.input.notified() => {}
+                    _ = stop.wait_for(|stop| *stop) => {
+                        signals.reader_waiting.store(false, Ordering::Release);
+                        return;
+                    }
+                }
             }
+            signals.reader_waiting.store(false, Ordering::Release);
         }
         let n = tokio::select! {
             read = reader.read(&mut buf) => match read {

@@ -28,6 +28,9 @@ pub(crate) struct ClientSignals {
     pub(crate) output: Notify,
     /// Its input may flow again.
     pub(crate) input: Notify,
+    /// The reader waits on `input` (most of the time it waits on its socket instead, and a
+    /// wakeup for output need not touch it).
+    pub(crate) reader_waiting: std::sync::atomic::AtomicBool,
     /// It is being dropped: abandon a write in progress (it may have stopped reading).
     pub(crate) kill: Notify,
 }
@@ -161,7 +164,12 @@ impl Hub {
                 Wakeup::Client(client) => {
                     if let Some(signals) = self.clients.get(&client) {
                         signals.output.notify_one();
-                        signals.input.notify_one();
+                        if signals
+                            .reader_waiting
+                            .load(std::sync::atomic::Ordering::Acquire)
+                        {
+                            signals.input.notify_one();
+                        }
                     }
                 }
             }
@@ -244,7 +252,7 @@ impl Hub {
                 }
             }
             Event::Vmotion { vm, conn, step } => {
-                if self.log_limit.allow(conn) {
+                if tracing::enabled!(tracing::Level::INFO) && self.log_limit.allow(conn) {
                     tracing::info!(vm = vm.map(|v| v.0), session = conn.0, %step, "vMotion");
                 }
             }
@@ -290,7 +298,7 @@ impl Hub {
                 }
             }
             Event::ProtocolError { conn, error } => {
-                if self.log_limit.allow(conn) {
+                if tracing::enabled!(tracing::Level::DEBUG) && self.log_limit.allow(conn) {
                     tracing::debug!(session = conn.0, error = ?error.to_string(), "protocol error from VM");
                 }
             }
