@@ -252,7 +252,7 @@ impl Hub {
                 }
             }
             Event::Vmotion { vm, conn, step } => {
-                if tracing::enabled!(tracing::Level::INFO) && self.log_limit.allow(conn) {
+                if self.log_limit.allow(conn) {
                     tracing::info!(vm = vm.map(|v| v.0), session = conn.0, %step, "vMotion");
                 }
             }
@@ -298,7 +298,7 @@ impl Hub {
                 }
             }
             Event::ProtocolError { conn, error } => {
-                if tracing::enabled!(tracing::Level::DEBUG) && self.log_limit.allow(conn) {
+                if self.log_limit.allow(conn) {
                     tracing::debug!(session = conn.0, error = ?error.to_string(), "protocol error from VM");
                 }
             }
