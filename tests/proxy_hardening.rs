@@ -145,7 +145,7 @@ async fn vm_connections_from_outside_the_allowlist_are_refused_and_counted() {
 }
 
 /// `kill -9` while a VM streams 50 KB/s: what is on disk is a clean prefix, and at most the
-/// flush bound (100 ms, plus the timer's wake-up) of console is lost.
+/// flush bound (100 ms, plus the timer's wake-up on a loaded machine) of console is lost.
 #[tokio::test]
 async fn a_crash_loses_at_most_the_flush_bound_of_console() {
     let dir = temp_dir("crash");
@@ -180,11 +180,11 @@ async fn a_crash_loses_at_most_the_flush_bound_of_console() {
     let vm = TestVm::start(vm_config(34), Target::plain(vm_addr));
     vm.wait("connected", |vm, _| vm.current_conn().is_some())
         .await;
-    // 50 KB/s in 1 KB writes for 1.2 s.
+    // 50 KB/s in 1 KB writes for 2 s.
     let mut sent = Vec::new();
     let start = Instant::now();
     let mut n = 0u32;
-    while start.elapsed() < Duration::from_millis(1200) {
+    while start.elapsed() < Duration::from_millis(2000) {
         let line: Vec<u8> = format!("{n:08} ").bytes().cycle().take(1000).collect();
         vm.with(|vm, _| vm.send_serial(&line)).unwrap();
         sent.extend_from_slice(&line);
@@ -204,8 +204,9 @@ async fn a_crash_loses_at_most_the_flush_bound_of_console() {
         "the log is a clean prefix of what was sent"
     );
     let lost = sent.len() - logged.len();
-    // 100 ms at 50 KB/s is 5,000 bytes; allow the timer and the scheduler as much again.
-    assert!(lost <= 10_000, "lost {lost} of {} bytes", sent.len());
+    // 100 ms at 50 KB/s is 5,000 bytes; the timer and a loaded scheduler get 300 ms more
+    // (the old once-a-second flush lost up to 50,000).
+    assert!(lost <= 20_000, "lost {lost} of {} bytes", sent.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
