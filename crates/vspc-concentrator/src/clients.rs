@@ -394,6 +394,7 @@ impl Concentrator {
     /// Attaches a client to a VM in `mode` (enforced here), then queues the banner and the
     /// scrollback ahead of live output.
     pub fn attach(&mut self, client: ClientId, vm: VmId, mode: Mode) -> Result<(), AttachError> {
+        let budget = self.config.output_budget;
         let Some(entry) = self.registry.get(vm) else {
             return Err(AttachError::NoSuchNumber(vm.0));
         };
@@ -452,8 +453,25 @@ impl Concentrator {
             )
             .as_bytes(),
         );
+        // Replay the newest scrollback that fits the client's budget with the banner: a
+        // scrollback larger than the budget must not drop a client that has not read a byte.
+        let room = budget.saturating_sub(c.queued + out.len());
+        let telnet = c.telnet.is_some();
+        let mut skip = entry.scrollback.len();
+        let mut cost = 0;
+        for &byte in entry.scrollback.iter().rev() {
+            cost += if telnet && byte == 0xff { 2 } else { 1 };
+            if cost > room {
+                break;
+            }
+            skip -= 1;
+        }
         let (a, b) = entry.scrollback.as_slices();
-        if c.telnet.is_some() {
+        let (a, b) = match a.get(skip..) {
+            Some(a) => (a, b),
+            None => (&[][..], b.get(skip - a.len()..).unwrap_or_default()),
+        };
+        if telnet {
             encode_data(a, true, &mut out);
             encode_data(b, true, &mut out);
         } else {

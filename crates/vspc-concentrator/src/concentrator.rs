@@ -347,6 +347,7 @@ impl Concentrator {
     /// Acts on everything the endpoint reported.
     fn drain_endpoint(&mut self, now: Instant) {
         let mut moved_closed = None;
+        let mut expired_closed = Vec::new();
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 EndpointEvent::Data { conn, bytes } => self.conn_output(conn, bytes),
@@ -442,9 +443,16 @@ impl Concentrator {
                     released,
                 } => {
                     self.counters.vmotion_expired += 1;
+                    self.wakeups.push_back(Wakeup::Vm(conn));
+                    if self.endpoint.data(conn).is_none() {
+                        // The source had closed: its data (and so its entry) comes back in
+                        // the `Closed` that follows at once, and its writers' input waits
+                        // for the VM to come back.
+                        expired_closed.push((conn, sequence, released));
+                        continue;
+                    }
                     let vm = self.vm_of(conn);
                     self.record(now, vm, conn, VmotionStep::Expired { released }, sequence);
-                    self.wakeups.push_back(Wakeup::Vm(conn));
                     if let Some(vm) = vm {
                         self.flush_writers(vm);
                     }
@@ -469,6 +477,11 @@ impl Concentrator {
                             }
                         }
                         CloseReason::Disconnected | CloseReason::VmotionExpired => {
+                            if let Some(at) = expired_closed.iter().position(|e| e.0 == conn) {
+                                let (_, sequence, released) = expired_closed.swap_remove(at);
+                                let step = VmotionStep::Expired { released };
+                                self.record(now, data.vm, conn, step, sequence);
+                            }
                             if let Some(vm) = data.vm {
                                 self.vm_away(now, vm, conn);
                             }
@@ -547,8 +560,12 @@ impl Concentrator {
             .unwrap_or_default();
         let existing = self.registry.find(&key);
         let vm = match existing.and_then(|vm| self.registry.get_mut(vm)) {
-            Some(entry) if entry.active.is_none() => {
-                self.away_count -= 1;
+            // Away, or in transit after its source closed mid-vMotion (no live connection
+            // holds it: a VM that reconnects instead of completing is still itself).
+            Some(entry) if entry.active.is_none() || entry.state == VmState::Migrating => {
+                if entry.active.is_none() {
+                    self.away_count -= 1;
+                }
                 entry.active = Some(conn);
                 entry.state = VmState::Connected;
                 entry.away_since = None;

@@ -197,6 +197,19 @@ impl Concentrator {
         })
     }
 
+    /// A view of one client (attached or not, until its connection is reported closed).
+    pub fn client(&self, client: ClientId) -> Option<ClientSnapshot> {
+        let c = self.clients.get(&client)?;
+        Some(ClientSnapshot {
+            id: client,
+            peer: c.peer,
+            mode: c.mode,
+            bytes_out: c.bytes_out,
+            bytes_in: c.bytes_in,
+            queued: c.queued,
+        })
+    }
+
     /// Views of up to `limit` VM entries from `start` on (in id order): a listing pages
     /// through thousands of VMs without building them all at once.
     pub fn vms(&self, start: VmId, limit: usize) -> Vec<VmSnapshot> {
