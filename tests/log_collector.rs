@@ -61,12 +61,10 @@ async fn one_file_per_vm_port_across_vmotion_and_reconnect() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, stdout.next_line())
+    let addr: SocketAddr = line_after(&mut stdout, "vm telnet://")
         .await
-        .unwrap()
-        .unwrap()
+        .parse()
         .unwrap();
-    let addr: SocketAddr = line.strip_prefix("vm telnet://").unwrap().parse().unwrap();
 
     let vm = TestVm::start(vm_config(70), Target::plain(addr));
     let mut expected = b"boot: before the vMotion\r\n".to_vec();
@@ -107,13 +105,7 @@ async fn one_file_per_vm_port_across_vmotion_and_reconnect() {
     other.with(|vm, _| vm.send_serial(b"other VM\r\n")).unwrap();
     wait_file(&log_of(&dir, 71), b"other VM\r\n").await;
 
-    let pid = child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child.id().unwrap(), "TERM");
     let exit = tokio::time::timeout(WAIT, child.wait())
         .await
         .unwrap()

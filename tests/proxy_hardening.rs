@@ -12,13 +12,6 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vspc-hardening-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn files(dir: &PathBuf) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
@@ -167,16 +160,10 @@ async fn a_crash_loses_at_most_the_flush_bound_of_console() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let vm_addr = loop {
-        let line = tokio::time::timeout(WAIT, stdout.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("vm telnet://") {
-            break addr.parse().unwrap();
-        }
-    };
+    let vm_addr: std::net::SocketAddr = line_after(&mut stdout, "vm telnet://")
+        .await
+        .parse()
+        .unwrap();
     let vm = TestVm::start(vm_config(34), Target::plain(vm_addr));
     vm.wait("connected", |vm, _| vm.current_conn().is_some())
         .await;
@@ -192,11 +179,7 @@ async fn a_crash_loses_at_most_the_flush_bound_of_console() {
         let due = start + Duration::from_millis(20) * n;
         tokio::time::sleep_until(due.into()).await;
     }
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child.id().unwrap(), "KILL");
     let _ = child.wait().await;
     let logged = std::fs::read(dir.join("vm-00034.log")).unwrap_or_default();
     assert!(

@@ -17,13 +17,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use vspc_emulator::{Fault, Segmentation, VmIdentity};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vspc-proxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
@@ -301,15 +294,6 @@ async fn hostile_vms_disturb_no_other_vm_and_no_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn sighup_reopens_logs_and_sigterm_shuts_down_gracefully() {
     let dir = temp_dir("signals");
@@ -335,19 +319,14 @@ async fn sighup_reopens_logs_and_sigterm_shuts_down_gracefully() {
         .unwrap();
     let pid = child.id().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut vm_addr, mut client_addr) = (None, None);
-    while vm_addr.is_none() || client_addr.is_none() {
-        let line = tokio::time::timeout(WAIT, stdout.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("start-up lines");
-        if let Some(addr) = line.strip_prefix("vm telnet://") {
-            vm_addr = Some(addr.parse::<SocketAddr>().unwrap());
-        } else if let Some(addr) = line.strip_prefix("clients telnet ") {
-            client_addr = Some(addr.parse::<SocketAddr>().unwrap());
-        }
-    }
+    let vm_addr: SocketAddr = line_after(&mut stdout, "vm telnet://")
+        .await
+        .parse()
+        .unwrap();
+    let client_addr: SocketAddr = line_after(&mut stdout, "clients telnet ")
+        .await
+        .parse()
+        .unwrap();
     let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     tokio::spawn(async move {
@@ -368,11 +347,11 @@ async fn sighup_reopens_logs_and_sigterm_shuts_down_gracefully() {
         }
     };
 
-    let vm = TestVm::start(vm_config(60), Target::plain(vm_addr.unwrap()));
+    let vm = TestVm::start(vm_config(60), Target::plain(vm_addr));
     // No admin listener here: poll the menu until the VM is listed.
     let deadline = Instant::now() + WAIT;
     let mut client = loop {
-        let mut client = TestClient::connect(client_addr.unwrap()).await;
+        let mut client = TestClient::connect(client_addr).await;
         client.expect(b"ro or excl: ").await;
         if find(&client.data, b"vm-00060").is_some()
             || find(&client.menu_seen(), b"vm-00060").is_some()

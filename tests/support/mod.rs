@@ -505,3 +505,38 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
         .find_map(|message| message["executable"].as_str().map(std::path::PathBuf::from))
         .unwrap_or_else(|| panic!("cargo did not report the example's executable: {stdout}"))
 }
+
+/// A fresh scratch directory for one test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vspc-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Sends signal `name` (`TERM`, `HUP`, `KILL`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// An example binary's start-up lines on stdout.
+pub type StartupLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Reads start-up lines (bounded) until one starts with `prefix`; returns the rest of it.
+pub async fn line_after(lines: &mut StartupLines, prefix: &str) -> String {
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("start-up line in time")
+            .expect("stdout readable")
+            .expect("start-up lines");
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+}

@@ -313,13 +313,7 @@ impl Concentrator {
     /// Drops the client that has been choosing a VM longest. Whether there was one.
     fn evict_selecting(&mut self) -> bool {
         while let Some((_, client)) = self.selecting.pop_front() {
-            let choosing = self
-                .clients
-                .get(&client)
-                .is_some_and(|c| c.selection.is_some() && !c.closing);
-            if choosing {
-                self.counters.clients_dropped_selecting += 1;
-                self.drop_client(client, DropReason::Crowded);
+            if self.drop_if_choosing(client, DropReason::Crowded) {
                 return true;
             }
         }
@@ -333,15 +327,22 @@ impl Concentrator {
                 break;
             }
             self.selecting.pop_front();
-            let choosing = self
-                .clients
-                .get(&client)
-                .is_some_and(|c| c.selection.is_some() && !c.closing);
-            if choosing {
-                self.counters.clients_dropped_selecting += 1;
-                self.drop_client(client, DropReason::SelectionTimeout);
-            }
+            self.drop_if_choosing(client, DropReason::SelectionTimeout);
         }
+    }
+
+    /// Drops `client` if it is still choosing a VM (a queue entry may be stale: attached,
+    /// dropped or gone since). Whether it was.
+    fn drop_if_choosing(&mut self, client: ClientId, reason: DropReason) -> bool {
+        let choosing = self
+            .clients
+            .get(&client)
+            .is_some_and(|c| c.selection.is_some() && !c.closing);
+        if choosing {
+            self.counters.clients_dropped_selecting += 1;
+            self.drop_client(client, reason);
+        }
+        choosing
     }
 
     /// The client's output: chunks are appended to `out` (write them with one vectored
