@@ -91,6 +91,7 @@
 //! assert_eq!(core.vm(web).unwrap().bytes_to_vm, 5);
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod clients;
@@ -110,3 +111,8 @@ pub use types::{
     VmState, VmTransmit, VmotionRecord, VmotionStep, Wakeup, WriteError,
 };
 pub use vspc_proto;
+
+// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
