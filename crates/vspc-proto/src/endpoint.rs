@@ -151,7 +151,7 @@ pub enum EndpointEvent<T = ()> {
     },
     /// A vMotion completed: the VM that `from` carried now runs behind `to`, which already
     /// has the held client data queued ahead of anything else. Send client data to `to` from
-    /// now on ([`Endpoint::send_data`] on `from` follows the move by itself).
+    /// now on ([`Endpoint::send_data`] on `from` follows the move while `from` is still open).
     Moved {
         /// The source connection.
         from: SessionId,
@@ -364,6 +364,85 @@ struct Conn<T> {
 ///     }
 /// }
 /// assert!(ready);
+/// ```
+///
+/// A complete vMotion: the source host asks (BEGIN), the endpoint answers GOAHEAD with a
+/// fresh secret, the destination host presents it (PEER), completes, and the source
+/// closes; a client's bytes sent meanwhile reach the destination, and nobody routed an event
+/// to the coordinator by hand.
+///
+/// ```
+/// use std::time::Instant;
+/// use vspc_proto::*;
+///
+/// fn pump(now: Instant, endpoint: &mut Endpoint, conn: SessionId, vm: &mut VmSession) -> Vec<EndpointEvent> {
+///     let mut events = Vec::new();
+///     loop {
+///         let mut moved = false;
+///         while let Some(bytes) = vm.poll_transmit() {
+///             endpoint.handle_input(now, conn, &bytes);
+///             moved = true;
+///         }
+///         events.extend(std::iter::from_fn(|| endpoint.poll_event()));
+///         while let Some(bytes) = endpoint.poll_transmit(conn) {
+///             vm.handle_input(now, &bytes);
+///             moved = true;
+///         }
+///         if !moved {
+///             return events;
+///         }
+///     }
+/// }
+///
+/// let now = Instant::now();
+/// let mut endpoint: Endpoint = Endpoint::new(EndpointConfig::default());
+/// let uuid: Uuid = "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00".parse().unwrap();
+/// let role = VmRole::Source { direction: Direction::Server, service_uri: "vSPC.py".into() };
+/// let mut source = VmSession::new(now, VmConfig::new(uuid, "vm-1", role));
+/// let from = endpoint.connect(());
+/// pump(now, &mut endpoint, from, &mut source);
+///
+/// // BEGIN on the source: the endpoint answers GOAHEAD with a secret of its own.
+/// source.begin_vmotion(b"\x44\xda");
+/// pump(now, &mut endpoint, from, &mut source);
+/// let key = std::iter::from_fn(|| source.poll_event())
+///     .find_map(|event| match event {
+///         VmEvent::VmotionGoahead { key } => Some(key),
+///         _ => None,
+///     })
+///     .expect("GOAHEAD");
+///
+/// // A client types during the vMotion: held, not lost.
+/// endpoint.send_data(from, b"typed during the move").unwrap();
+///
+/// // The destination host presents the key, then completes; the source closes.
+/// let role = VmRole::Destination {
+///     sequence: key.sequence().unwrap().to_vec().into(),
+///     secret: key.secret().unwrap().to_vec().into(),
+/// };
+/// let mut destination = VmSession::new(now, VmConfig::new(uuid, "vm-1", role));
+/// let to = endpoint.connect(());
+/// pump(now, &mut endpoint, to, &mut destination);
+/// assert!(destination.complete_vmotion());
+/// let events = pump(now, &mut endpoint, to, &mut destination);
+/// assert!(events.iter().any(|e| matches!(e, EndpointEvent::Moved { from: f, to: t, .. } if (*f, *t) == (from, to))));
+/// endpoint.handle_close(now, from);
+/// assert_eq!(
+///     endpoint.poll_event(),
+///     Some(EndpointEvent::Closed { conn: from, reason: CloseReason::MovedAway { to }, data: () })
+/// );
+///
+/// // The held bytes reached the destination; later ones go there too.
+/// endpoint.send_data(to, b" and after").unwrap();
+/// pump(now, &mut endpoint, to, &mut destination);
+/// let received: Vec<u8> = std::iter::from_fn(|| destination.poll_event())
+///     .filter_map(|event| match event {
+///         VmEvent::Data(bytes) => Some(bytes.to_vec()),
+///         _ => None,
+///     })
+///     .flatten()
+///     .collect();
+/// assert_eq!(received, b"typed during the move and after");
 /// ```
 #[derive(Debug)]
 pub struct Endpoint<T = ()> {
