@@ -19,7 +19,7 @@ const MAX_HEAD: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// VM entries rendered per lock: a listing of thousands of VMs never holds the hub for long.
-pub(crate) const PAGE: usize = 256;
+const PAGE: usize = 256;
 
 pub(crate) async fn serve_admin(shared: Arc<Shared>, mut stream: TcpStream) {
     let _ = tokio::time::timeout(TIMEOUT, async {
@@ -114,6 +114,25 @@ fn vm_json(hub: &Hub, vm: &VmSnapshot) -> Value {
     })
 }
 
+/// Every VM entry in id order, each rendered by `render` under the lock that read it, taken
+/// `PAGE` entries per lock so that thousands of VMs never hold the hub for long.
+pub(crate) fn paged_vms<R>(
+    shared: &Shared,
+    mut render: impl FnMut(&Hub, VmSnapshot) -> R,
+) -> Vec<R> {
+    let mut all = Vec::new();
+    let mut start = VmId(0);
+    loop {
+        let hub = shared.lock();
+        let page = hub.core.vms(start, PAGE);
+        let Some(last) = page.last() else {
+            return all;
+        };
+        start = VmId(last.id.0 + 1);
+        all.extend(page.into_iter().map(|vm| render(&hub, vm)));
+    }
+}
+
 /// The admin listing, rendered a page of entries per lock.
 pub(crate) fn listing(shared: &Shared) -> Value {
     let (started, vm_connections, clients, pending) = {
@@ -128,17 +147,7 @@ pub(crate) fn listing(shared: &Shared) -> Value {
             hub.core.vmotions_pending(),
         )
     };
-    let mut vms = Vec::new();
-    let mut start = VmId(0);
-    loop {
-        let hub = shared.lock();
-        let page = hub.core.vms(start, PAGE);
-        let Some(last) = page.last() else {
-            break;
-        };
-        start = VmId(last.id.0 + 1);
-        vms.extend(page.iter().map(|vm| vm_json(&hub, vm)));
-    }
+    let vms = paged_vms(shared, |hub, vm| vm_json(hub, &vm));
     json!({
         "started": started,
         "vm_connections": vm_connections,

@@ -104,16 +104,7 @@ impl Handle {
 
     /// Every VM entry, in id order (taken in pages, so the lock is never held for long).
     pub fn vms(&self) -> Vec<VmSnapshot> {
-        let mut all = Vec::new();
-        let mut start = VmId(0);
-        loop {
-            let page = self.shared.lock().core.vms(start, crate::admin::PAGE);
-            let Some(last) = page.last() else {
-                return all;
-            };
-            start = VmId(last.id.0 + 1);
-            all.extend(page);
-        }
+        crate::admin::paged_vms(&self.shared, |_, vm| vm)
     }
 
     /// Resolves a selector as the client menu does (number, name[/label], UUID).
