@@ -142,21 +142,8 @@ async fn vm_connections_from_outside_the_allowlist_are_refused_and_counted() {
 #[tokio::test]
 async fn a_crash_loses_at_most_the_flush_bound_of_console() {
     let dir = temp_dir("crash");
-    let mut child = tokio::process::Command::new(example_binary("proxy"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--client-listen",
-            "127.0.0.1:0",
-            "--no-admin",
-        ])
-        .args(["--log-name", "{name}.log", "--log-level", "warn"])
-        .arg("--log-dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut child = proxy_example(&dir, "warn")
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();

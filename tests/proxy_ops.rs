@@ -297,24 +297,8 @@ async fn hostile_vms_disturb_no_other_vm_and_no_log() {
 #[tokio::test]
 async fn sighup_reopens_logs_and_sigterm_shuts_down_gracefully() {
     let dir = temp_dir("signals");
-    let mut child = tokio::process::Command::new(example_binary("proxy"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--client-listen",
-            "127.0.0.1:0",
-            "--no-admin",
-            "--log-name",
-            "{name}.log",
-            "--log-level",
-            "info",
-        ])
-        .arg("--log-dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut child = proxy_example(&dir, "info")
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();

@@ -540,3 +540,24 @@ pub async fn line_after(lines: &mut StartupLines, prefix: &str) -> String {
         }
     }
 }
+
+/// The proxy example on ephemeral loopback ports, no admin listener, console logs named
+/// `{name}.log` in `log_dir`, its start-up lines on a piped stdout: set stderr, then spawn.
+pub fn proxy_example(log_dir: &std::path::Path, log_level: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(example_binary("proxy"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--client-listen",
+            "127.0.0.1:0",
+            "--no-admin",
+        ])
+        .args(["--log-name", "{name}.log", "--log-level", log_level])
+        .arg("--log-dir")
+        .arg(log_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
