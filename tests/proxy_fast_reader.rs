@@ -105,3 +105,8 @@ fn read_exactly(reader: &mut std::net::TcpStream, expected: &[u8]) {
 fn a_full_speed_reader_gets_every_burst_at_one_worker() {
     burst_of_one_vm(1);
 }
+
+#[test]
+fn a_full_speed_reader_gets_every_burst_at_two_workers() {
+    burst_of_one_vm(2);
+}

@@ -1,5 +1,8 @@
-//! What hostile or unlucky VMs must not get through: shared or stolen console logs, logs
-//! lost in a crash beyond the flush bound, and VM connections from outside `vm.allow`.
+//! What hostile or unlucky VMs and clients must not get through: shared or stolen console
+//! logs, logs lost in a crash beyond the flush bound, VM connections from outside
+//! `vm.allow`, vMotion slots and log lines claimed by the untrusted, idle clients locking
+//! others out, terminal escapes in VM names, and unbounded queues behind a peer that never
+//! reads (a VM's answers, a client's input).
 #![allow(clippy::disallowed_methods)]
 
 mod support;
@@ -415,5 +418,116 @@ async fn lingering_entries_are_capped_oldest_first() {
     assert_eq!(names, ["vm-00052", "vm-00053"]);
     let text = proxy.handle().metrics_text();
     assert_eq!(metric(&text, "vspc_lingering_evicted_total"), 2, "{text}");
+    proxy.shutdown().await;
+}
+
+/// Writes `total` bytes of `block` repeated as fast as the socket takes them, and returns
+/// how many it took before it stopped taking any for `stall`.
+async fn write_until_stalled(
+    stream: &tokio::net::TcpStream,
+    block: &[u8],
+    total: usize,
+    stall: Duration,
+) -> usize {
+    let mut sent = 0;
+    let mut progress = Instant::now();
+    while sent < total && progress.elapsed() < stall {
+        match stream.try_write(block) {
+            Ok(n) => {
+                sent += n;
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = tokio::time::timeout(Duration::from_millis(50), stream.writable()).await;
+            }
+            Err(e) => panic!("write failed after {sent} bytes: {e}"),
+        }
+    }
+    sent
+}
+
+/// A socket with small kernel buffers, so that what the kernel absorbs is small beside what
+/// the test writes.
+async fn small_buffered(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_vm_that_never_reads_its_answers_is_not_read_either() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let hostile = small_buffered(proxy.vm_addrs[0]).await;
+    // DO ECHO, DONT ECHO: every one answered (WILL/WONT), and this connection never reads.
+    let block: Vec<u8> = [0xff, 0xfd, 0x01, 0xff, 0xfe, 0x01].repeat(64 * 1024 / 6);
+    let total = 48 << 20;
+    let sent = write_until_stalled(&hostile, &block, total, Duration::from_secs(1)).await;
+    // Kernel buffers on both sides and the proxy's backlog bound take a few MiB; a proxy
+    // that kept reading would have taken all 48 MiB (and queued 48 MiB of answers).
+    assert!(sent < 20 << 20, "the proxy read {sent} bytes of toggles");
+    // Everyone else is served.
+    let _vm = TestVm::start(vm_config(43), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00043").await;
+    drop(hostile);
+    proxy.shutdown().await;
+}
+
+/// ESXi's side of its handshake (the capture's block A, `docs/esxi-wire.md`), sent blind:
+/// the proxy identifies `vm-00000` without this connection ever reading.
+const BLIND_HANDSHAKE: &str = concat!(
+    "fffb25",
+    "fffd00",
+    "fffd03fffd01fffb00",
+    "fffb03",
+    "fffbe8",
+    "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae84653765350432e7079fff0",
+    "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0",
+    "fffae852766d2d3030303030fff0",
+);
+
+#[tokio::test]
+async fn client_input_to_a_vm_that_never_reads_is_held_back_at_the_client() {
+    let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
+    let mut deaf = small_buffered(proxy.vm_addrs[0]).await;
+    let handshake: Vec<u8> = (0..BLIND_HANDSHAKE.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&BLIND_HANDSHAKE[i..i + 2], 16).unwrap())
+        .collect();
+    tokio::io::AsyncWriteExt::write_all(&mut deaf, &handshake)
+        .await
+        .unwrap();
+    identified(&proxy, "vm-00000").await;
+    let mut flooder = small_buffered(proxy.client_addr).await;
+    tokio::io::AsyncWriteExt::write_all(&mut flooder, b"vm-00000\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while find(&seen, b")]\r\n").is_none() {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, flooder.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let block = vec![b'a'; 64 * 1024];
+    let total = 64 << 20;
+    let sent = write_until_stalled(&flooder, &block, total, Duration::from_secs(1)).await;
+    // What waits is bounded by kernel buffers and the proxy's per-client and per-VM caps;
+    // without backpressure the proxy would have taken all 64 MiB.
+    assert!(
+        sent < 24 << 20,
+        "the proxy took {sent} bytes for a VM that reads nothing"
+    );
+    // Another client and VM are served meanwhile.
+    let other = TestVm::start(vm_config(45), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, "vm-00045").await;
+    let mut client = TestClient::connect(proxy.client_addr).await;
+    client.select("vm-00045").await;
+    client.send(b"hello").await;
+    other.wait_received(b"hello").await;
+    drop((flooder, deaf));
     proxy.shutdown().await;
 }

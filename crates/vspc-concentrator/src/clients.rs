@@ -41,8 +41,9 @@ pub(crate) struct Client {
     skip_lf: bool,
     queue: VecDeque<Bytes>,
     pub(crate) queued: usize,
-    /// The writer took output and has not come back for more: it is still writing it.
-    writing: bool,
+    /// Since when the client has been a whole output budget behind its VM's output (the VM
+    /// is not read meanwhile; past the grace the client is dropped).
+    behind_since: Option<Instant>,
     /// Input waiting for its VM (bounded by `max_pending_input`).
     input: VecDeque<Input>,
     input_len: usize,
@@ -132,7 +133,7 @@ impl Concentrator {
                 skip_lf: false,
                 queue: VecDeque::new(),
                 queued: 0,
-                writing: false,
+                behind_since: None,
                 input: VecDeque::new(),
                 input_len: 0,
                 closing: false,
@@ -355,8 +356,15 @@ impl Concentrator {
         let Some(c) = self.clients.get_mut(&client) else {
             return ClientTransmit::Close;
         };
-        // Coming back for more means the previous write is done.
-        c.writing = !c.queue.is_empty();
+        // Coming back for more means the previous write is done: the client caught up, and
+        // its VM may be read again.
+        if c.behind_since.take().is_some() {
+            let vm = c.vm;
+            self.wake_reader(vm);
+        }
+        let Some(c) = self.clients.get_mut(&client) else {
+            return ClientTransmit::Close;
+        };
         if c.queue.is_empty() {
             return if c.closing {
                 ClientTransmit::Close
@@ -492,6 +500,59 @@ impl Concentrator {
                 entry.exclusive = None;
             }
         }
+        // It may have been the client its VM waited for.
+        self.wake_reader(vm);
+    }
+
+    /// Wakes the connection of `vm`, whose reading may have been paused for a client.
+    fn wake_reader(&mut self, vm: Option<VmId>) {
+        if let Some(conn) = vm
+            .and_then(|vm| self.registry.get(vm))
+            .and_then(|e| e.active)
+        {
+            self.wakeups.push_back(Wakeup::Vm(conn));
+        }
+    }
+
+    /// Whether the driver should read from VM connection `conn`: false while a client of its
+    /// VM is a whole output budget behind (flow control, as a serial line has: the client
+    /// gets [`ConcentratorConfig::slow_client_grace`] to catch up, then it is dropped and
+    /// the VM read again). A [`Wakeup::Vm`] comes when it turns true again.
+    ///
+    /// [`ConcentratorConfig::slow_client_grace`]: crate::ConcentratorConfig::slow_client_grace
+    pub fn vm_wants_input(&self, conn: SessionId) -> bool {
+        let Some(entry) = self
+            .endpoint
+            .data(conn)
+            .and_then(|c| c.vm)
+            .and_then(|vm| self.registry.get(vm))
+        else {
+            return true;
+        };
+        entry.clients.iter().all(|id| {
+            self.clients
+                .get(id)
+                .is_none_or(|c| c.behind_since.is_none())
+        })
+    }
+
+    /// Drops the clients that stayed a whole budget behind for the grace.
+    pub(crate) fn expire_behind(&mut self, now: Instant) {
+        let grace = self.config.slow_client_grace;
+        while let Some(&(at, client)) = self.behind.front() {
+            if at > now {
+                break;
+            }
+            self.behind.pop_front();
+            let still = self
+                .clients
+                .get(&client)
+                .is_some_and(|c| !c.closing && c.behind_since.is_some_and(|s| s + grace <= now));
+            if still {
+                self.counters.clients_dropped_slow += 1;
+                self.drop_client(client, DropReason::TooSlow);
+            }
+        }
     }
 
     /// Writes to a VM on behalf of the application (not a client): sent at once, held in
@@ -515,11 +576,28 @@ impl Concentrator {
         }
     }
 
-    /// Queues bytes (already framed for the client's transport). A client whose writer is
-    /// still busy with earlier output while a whole budget more waits is behind: it is
-    /// dropped with a message, so it can never stall the VM or other clients. Output that
-    /// merely arrived before the writer had its turn is not held against it, up to twice the
-    /// budget (the memory bound).
+    /// Queues VM output for a client (already framed for its transport). A client with a
+    /// whole budget waiting is behind: its VM is not read until it catches up
+    /// ([`vm_wants_input`](Self::vm_wants_input)), and if it has not within the grace it is
+    /// dropped with a message, so a stuck client delays its VM's other clients by at most
+    /// the grace and never loses them a byte. Scheduling alone never drops a client that
+    /// reads: only time spent behind counts.
+    pub(crate) fn queue_output(&mut self, now: Instant, client: ClientId, bytes: Bytes) {
+        let budget = self.config.output_budget;
+        let grace = self.config.slow_client_grace;
+        self.queue_client(client, bytes);
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if c.queued > budget && c.behind_since.is_none() && !c.closing {
+            c.behind_since = Some(now);
+            self.behind.push_back((now + grace, client));
+        }
+    }
+
+    /// Queues bytes (already framed for the client's transport). Past twice the budget (the
+    /// memory bound per client, which only a single VM read larger than the budget can
+    /// reach: a client behind stops its VM's reading) the client is dropped with a message.
     pub(crate) fn queue_client(&mut self, client: ClientId, bytes: Bytes) {
         let budget = self.config.output_budget;
         let Some(c) = self.clients.get_mut(&client) else {
@@ -528,8 +606,7 @@ impl Concentrator {
         if c.closing || bytes.is_empty() {
             return;
         }
-        let queued = c.queued + bytes.len();
-        if (queued > budget && c.writing) || queued > budget.saturating_mul(2) {
+        if c.queued + bytes.len() > budget.saturating_mul(2) {
             self.counters.clients_dropped_slow += 1;
             self.drop_client(client, DropReason::TooSlow);
             return;

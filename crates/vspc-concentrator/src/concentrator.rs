@@ -46,7 +46,8 @@ pub(crate) struct VmConn {
 /// # Driving contract
 /// One mutation, then poll until empty (the order of polls does not matter):
 /// - VM connections: [`handle_vm_connect`](Self::handle_vm_connect),
-///   [`handle_vm_input`](Self::handle_vm_input), [`handle_vm_closed`](Self::handle_vm_closed);
+///   [`handle_vm_input`](Self::handle_vm_input) (read only while
+///   [`vm_wants_input`](Self::vm_wants_input)), [`handle_vm_closed`](Self::handle_vm_closed);
 ///   write what [`poll_vm_transmit`](Self::poll_vm_transmit) gives.
 /// - Clients: [`handle_client_connect`](Self::handle_client_connect),
 ///   [`handle_client_input`](Self::handle_client_input) (read only while
@@ -86,6 +87,9 @@ pub struct Concentrator {
     pub(crate) selecting: VecDeque<(Instant, ClientId)>,
     /// Clients still choosing a VM.
     pub(crate) selecting_count: usize,
+    /// Clients that fell a budget behind, by grace deadline (one that caught up since is
+    /// skipped when its turn comes).
+    pub(crate) behind: VecDeque<(Instant, ClientId)>,
     /// Clients dropped, whose connection the driver has not reported closed yet.
     pub(crate) closing_clients: usize,
     pub(crate) events: VecDeque<Event>,
@@ -150,6 +154,7 @@ impl Concentrator {
             away_count: 0,
             unidentified: VecDeque::new(),
             selecting: VecDeque::new(),
+            behind: VecDeque::new(),
             selecting_count: 0,
             closing_clients: 0,
             events: VecDeque::new(),
@@ -269,7 +274,7 @@ impl Concentrator {
     // ----- timers -----
 
     /// The next deadline: a vMotion's expiry, a lingering entry's, a connection's
-    /// identification or a client's selection timeout.
+    /// identification, a client's selection timeout or its grace to catch up.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let linger = self
             .lingering
@@ -280,6 +285,7 @@ impl Concentrator {
             linger,
             self.unidentified.front().map(|(at, _)| *at),
             self.selecting.front().map(|(at, _)| *at),
+            self.behind.front().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -320,6 +326,7 @@ impl Concentrator {
             }
         }
         self.expire_selections(now);
+        self.expire_behind(now);
     }
 
     /// Graceful shutdown: no new connections, every client told and closed, every VM
@@ -350,7 +357,7 @@ impl Concentrator {
         let mut expired_closed = Vec::new();
         while let Some(event) = self.endpoint.poll_event() {
             match event {
-                EndpointEvent::Data { conn, bytes } => self.conn_output(conn, bytes),
+                EndpointEvent::Data { conn, bytes } => self.conn_output(now, conn, bytes),
                 EndpointEvent::Identified { conn, identity } => {
                     let name = identity.name.as_ref().map(|n| n.as_str().to_owned());
                     let vm = self.endpoint.data(conn).and_then(|c| c.vm);
@@ -363,7 +370,7 @@ impl Concentrator {
                         }
                     }
                 }
-                EndpointEvent::Ready { conn } => self.bind(conn),
+                EndpointEvent::Ready { conn } => self.bind(now, conn),
                 EndpointEvent::BeginAnswered {
                     conn,
                     sequence,
@@ -522,13 +529,13 @@ impl Concentrator {
     }
 
     /// Output read from a connection: to its entry, or kept until it binds.
-    fn conn_output(&mut self, conn: SessionId, bytes: Bytes) {
+    fn conn_output(&mut self, now: Instant, conn: SessionId, bytes: Bytes) {
         let max_unbound = self.config.max_unbound;
         let Some(c) = self.endpoint.data_mut(conn) else {
             return;
         };
         match c.vm {
-            Some(vm) => self.vm_output(vm, bytes),
+            Some(vm) => self.vm_output(now, vm, bytes),
             None => {
                 let room = max_unbound.saturating_sub(c.unbound.len());
                 let take = room.min(bytes.len());
@@ -541,7 +548,7 @@ impl Concentrator {
     /// Binds a ready connection to its VM entry: a new entry, a re-attach after a reconnect,
     /// or a flagged separate entry when a live connection already holds the identity (only
     /// a vMotion secret authenticates a takeover).
-    fn bind(&mut self, conn: SessionId) {
+    fn bind(&mut self, now: Instant, conn: SessionId) {
         let Some(session) = self.endpoint.session(conn) else {
             return;
         };
@@ -611,7 +618,7 @@ impl Concentrator {
             None => BytesMut::new(),
         };
         if !unbound.is_empty() {
-            self.vm_output(vm, unbound.freeze());
+            self.vm_output(now, vm, unbound.freeze());
         }
         self.flush_writers(vm);
     }
@@ -648,7 +655,7 @@ impl Concentrator {
         );
         self.events.push_back(Event::VmMoved { vm, from, to });
         if !unbound.is_empty() {
-            self.vm_output(vm, unbound.freeze());
+            self.vm_output(now, vm, unbound.freeze());
         }
         self.flush_writers(vm);
     }
@@ -723,7 +730,7 @@ impl Concentrator {
     }
 
     /// VM output: scrollback, the console event, then every attached client's queue.
-    pub(crate) fn vm_output(&mut self, vm: VmId, bytes: Bytes) {
+    pub(crate) fn vm_output(&mut self, now: Instant, vm: VmId, bytes: Bytes) {
         let scrollback = self.config.scrollback;
         let Some(entry) = self.registry.get_mut(vm) else {
             return;
@@ -755,7 +762,7 @@ impl Concentrator {
             } else {
                 bytes.clone()
             };
-            self.queue_client(client, out);
+            self.queue_output(now, client, out);
         }
     }
 }

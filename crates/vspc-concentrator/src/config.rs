@@ -42,11 +42,15 @@ pub struct ConcentratorConfig {
     /// taken) the one that has been choosing longest is dropped to make room, so idle
     /// connections can never lock out a client that selects.
     pub max_selecting: usize,
-    /// How far a client may fall behind: when its writer is still busy with earlier output
-    /// and this much more waits, the client is dropped with a message. Output that arrived
-    /// before the writer's turn counts only against twice this (the memory bound per
-    /// client), so a client that reads at full speed is never dropped.
+    /// How far a client may fall behind its VM's output: with this much waiting for it, its
+    /// VM is not read until it catches up (flow control), for at most
+    /// [`slow_client_grace`](Self::slow_client_grace). Twice this is the memory bound per
+    /// client.
     pub output_budget: usize,
+    /// How long a client may stay a whole budget behind before it is dropped with a
+    /// message (and its VM read again): the longest a stuck client can delay the VM's other
+    /// clients, and what a reader that the OS scheduler set aside is given to come back.
+    pub slow_client_grace: Duration,
     /// Cap on client input waiting for its VM (decoded bytes); the driver stops reading a
     /// client whose input waits ([`Concentrator::client_wants_input`]), so this only bounds
     /// one read's worth; what exceeds it is discarded and counted.
@@ -83,6 +87,7 @@ impl Default for ConcentratorConfig {
             select_timeout: Duration::from_secs(30),
             max_selecting: 500,
             output_budget: 1 << 20,
+            slow_client_grace: Duration::from_secs(1),
             max_pending_input: 64 * 1024,
             scrollback: 16 * 1024,
             console_events: false,

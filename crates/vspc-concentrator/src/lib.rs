@@ -17,9 +17,12 @@
 //!   attached.
 //! - **Clients.** A telnet or raw client chooses a VM by number, name[/label] or UUID (a
 //!   menu lists a screenful), or is attached at once. Read-write, read-only and exclusive
-//!   modes are enforced; a joining client gets the scrollback; a client that falls behind by
-//!   its whole output budget is dropped with a message and never stalls the VM; input that
-//!   the VM cannot take yet waits (the driver stops reading that client).
+//!   modes are enforced; a joining client gets the scrollback; while a client is a whole
+//!   output budget behind, its VM is not read (the driver asks
+//!   [`Concentrator::vm_wants_input`]), and a client still behind after
+//!   [`ConcentratorConfig::slow_client_grace`] is dropped with a message, so a reader is
+//!   never dropped for a burst and a stuck one delays the others by at most the grace; input
+//!   that the VM cannot take yet waits (the driver stops reading that client).
 //!
 //! # The driving contract
 //! One mutation, then poll until empty:
@@ -33,6 +36,7 @@
 //!     /* re-arm the timer at core.poll_timeout() */
 //! }
 //! // each connection's writer: poll_vm_transmit(conn) / poll_client_transmit(client, &mut v)
+//! // each connection's reader: reads only while vm_wants_input(conn) / client_wants_input(client)
 //! ```
 //!
 //! # Time model

@@ -128,8 +128,13 @@ pub struct ClientConfig {
     pub select_timeout_secs: u64,
     /// Cap on clients still choosing a VM (the one choosing longest makes room).
     pub max_selecting: usize,
-    /// Cap on bytes queued toward one client; beyond it the client is dropped with a message.
+    /// How far a client may fall behind its VM: with this much queued for it, the VM is not
+    /// read until it catches up (for at most `slow_grace_ms`). Twice this bounds the memory
+    /// per client.
     pub output_budget: usize,
+    /// Milliseconds a client may stay a whole budget behind before it is dropped with a
+    /// message: the longest a stuck client delays its VM's other clients.
+    pub slow_grace_ms: u64,
     /// Bytes of VM output replayed to a client that joins.
     pub scrollback: usize,
 }
@@ -202,6 +207,7 @@ impl Default for ClientConfig {
             select_timeout_secs: 30,
             max_selecting: 500,
             output_budget: 1 << 20,
+            slow_grace_ms: 1000,
             scrollback: 16 * 1024,
         }
     }
@@ -286,6 +292,9 @@ impl ServerConfig {
         if self.client.output_budget < 1024 {
             return invalid("client.output_budget must be at least 1024 bytes");
         }
+        if self.client.slow_grace_ms == 0 || self.client.slow_grace_ms > 600_000 {
+            return invalid("client.slow_grace_ms must be 1..=600000");
+        }
         if self.log.flush_ms == 0 || self.log.flush_ms > 60_000 {
             return invalid("log.flush_ms must be 1..=60000");
         }
@@ -318,6 +327,7 @@ impl ServerConfig {
         core.identify_timeout = Duration::from_secs(self.vm.identify_timeout_secs);
         core.max_lingering = self.vm.max_lingering;
         core.output_budget = self.client.output_budget;
+        core.slow_client_grace = Duration::from_millis(self.client.slow_grace_ms);
         core.scrollback = self.client.scrollback;
         core.console_events = self.log.dir.is_some();
         core

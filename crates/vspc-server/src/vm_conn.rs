@@ -122,17 +122,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
                 return Poll::Ready(());
             }
             // A VM that does not read what it makes us answer (option toggles, queries) is
-            // not read either until it does: the write in progress wakes this task.
-            if self.out.is_some()
-                && self
-                    .shared
-                    .lock()
-                    .core
-                    .endpoint()
-                    .pending_transmit_len(self.sid)
-                    > MAX_BACKLOG
+            // not read either until it does: the write in progress wakes this task. Nor is
+            // one whose client is a budget behind: the hub wakes it when the client catches
+            // up or is dropped.
             {
-                return Poll::Pending;
+                let hub = self.shared.lock();
+                let backlogged = self.out.is_some()
+                    && hub.core.endpoint().pending_transmit_len(self.sid) > MAX_BACKLOG;
+                if backlogged || !hub.core.vm_wants_input(self.sid) {
+                    return Poll::Pending;
+                }
             }
             let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut read = ReadBuf::uninit(&mut buf);

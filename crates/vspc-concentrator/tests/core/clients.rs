@@ -286,9 +286,11 @@ fn exclusive_is_released_on_detach() {
     let i = h.add_numbered_vm(1);
     let x = select(&mut h, Transport::Raw, "vm-00001 excl");
     h.set_reading(x, false);
-    // Its writer takes the first write and blocks in it; the next is a budget behind.
+    // Its writer takes the first write and blocks in it; the next is a budget behind, and
+    // after the grace it is dropped.
     h.vm_send(i, &[b'.'; 300]);
     h.vm_send(i, &[b'.'; 601]);
+    h.advance(Duration::from_secs(1));
     assert_eq!(dropped(&h), [(x, DropReason::TooSlow)]);
     assert_eq!(h.core.vm(VmId(1)).unwrap().exclusive, None);
     select(&mut h, Transport::Raw, "vm-00001 excl");
@@ -378,8 +380,22 @@ fn a_client_that_never_reads_is_dropped_alone() {
         h.type_data(fast, b"k");
     }
     // Its writer took the first write and is stuck in it; the next five (escaped: a few
-    // 0xFF doubled) pass the 4096-byte budget at the fifth.
+    // 0xFF doubled) pass the 4096-byte budget at the sixth. From then on the VM is not read
+    // (what it writes waits in the socket), for the grace.
+    let s = h.session(i).unwrap();
+    assert!(!h.core.vm_wants_input(s));
+    h.vm_send(i, &chunk);
+    all.extend_from_slice(&chunk);
+    assert_eq!(dropped(&h), []);
+    let before_drop = h.take_data(fast);
+    assert_eq!(before_drop.len(), 6000);
+    assert!(before_drop == all[..6000]);
+    h.advance(Duration::from_millis(999));
+    assert_eq!(dropped(&h), []);
+    assert_eq!(h.take_data(fast), b"");
+    h.advance(Duration::from_millis(1));
     assert_eq!(dropped(&h), [(slow, DropReason::TooSlow)]);
+    assert!(h.core.vm_wants_input(s));
     assert_eq!(h.core.counters().clients_dropped_slow, 1);
     assert!(h.core.client_is_closing(slow));
     assert!(!h.core.client_wants_input(slow));
@@ -388,13 +404,15 @@ fn a_client_that_never_reads_is_dropped_alone() {
     assert!(h.client(slow).closed);
     assert_eq!(h.take_data(slow), chunk);
     assert_eq!(h.core.client(slow), None);
-    // The other client and the VM never noticed.
-    assert_eq!(h.take_data(fast), all);
+    // The other client got every byte, once the VM was read again.
+    let after_drop = h.take_data(fast);
+    assert_eq!(after_drop.len(), 1000);
+    assert!(after_drop == all[6000..]);
     assert_eq!(h.vms[i].received, b"kkkkkk");
     let vm = h.core.vm(VmId(1)).unwrap();
     assert_eq!(vm.state, VmState::Connected);
     assert_eq!(vm.clients.len(), 1);
-    assert_eq!(vm.bytes_from_vm, 6000);
+    assert_eq!(vm.bytes_from_vm, 7000);
 }
 
 #[test]

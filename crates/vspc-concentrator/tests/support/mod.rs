@@ -78,6 +78,9 @@ struct Link {
     refused: bool,
     /// While held: the VM's writes and close, not delivered yet.
     held: Option<VecDeque<Held>>,
+    /// Delivered to the core's socket but not read: the core did not want the VM's input
+    /// (a client of it fell a budget behind). Fed on the connection's next wakeup.
+    unread: VecDeque<Held>,
 }
 
 #[derive(Debug)]
@@ -464,7 +467,7 @@ impl Harness {
     fn deliver_held(&mut self, i: usize, conn: ConnId, item: Held) {
         match item {
             Held::Write(bytes) => self.deliver_to_core(i, conn, bytes, true),
-            Held::Close => self.close_link(i, conn),
+            Held::Close => self.fin_link(i, conn),
         }
     }
 
@@ -517,7 +520,53 @@ impl Harness {
         }
     }
 
-    /// The VM side closed `conn` (or the network dropped it): the core is told.
+    /// The VM side closed `conn` after its writes: the core reads the FIN after what it has
+    /// not read yet.
+    fn fin_link(&mut self, i: usize, conn: ConnId) {
+        match self.vms[i].links.get_mut(&conn) {
+            Some(link) if !link.unread.is_empty() => link.unread.push_back(Held::Close),
+            _ => self.close_link(i, conn),
+        }
+    }
+
+    /// Feeds what the core did not read from VM connection `s`, while it wants to.
+    fn feed_unread(&mut self, s: SessionId) {
+        let Some(Owner::Vm(i, conn)) = self.owners.get(&s).copied() else {
+            return;
+        };
+        while self.core.vm_wants_input(s) {
+            let item = self.vms[i]
+                .links
+                .get_mut(&conn)
+                .and_then(|l| l.unread.pop_front());
+            match item {
+                Some(Held::Write(bytes)) => self.read_into_core(i, conn, s, bytes),
+                Some(Held::Close) => return self.close_link(i, conn),
+                None => return,
+            }
+        }
+    }
+
+    /// The core reads `bytes` from `s` in `read_chunk` reads, as long as it wants them; the
+    /// rest waits, unread, in front of anything later.
+    fn read_into_core(&mut self, i: usize, conn: ConnId, s: SessionId, mut bytes: Bytes) {
+        let now = self.now;
+        let chunk = self.read_chunk.max(1);
+        while !bytes.is_empty() {
+            if !self.core.vm_wants_input(s) {
+                if let Some(link) = self.vms[i].links.get_mut(&conn) {
+                    link.unread.push_front(Held::Write(bytes));
+                }
+                return;
+            }
+            let part = bytes.split_to(chunk.min(bytes.len()));
+            self.core.handle_vm_input(now, s, &part);
+            self.after_call();
+        }
+    }
+
+    /// The VM side closed `conn` (or the network dropped it, losing what was unread): the
+    /// core is told.
     fn close_link(&mut self, i: usize, conn: ConnId) {
         if let Some(s) = self.vms[i].links.remove(&conn).and_then(|l| l.session) {
             self.owners.remove(&s);
@@ -529,8 +578,7 @@ impl Harness {
 
     /// A write of VM `i` on `conn` reaches the core (or is held, unless it comes out
     /// of the hold).
-    fn deliver_to_core(&mut self, i: usize, conn: ConnId, mut bytes: Bytes, from_hold: bool) {
-        let now = self.now;
+    fn deliver_to_core(&mut self, i: usize, conn: ConnId, bytes: Bytes, from_hold: bool) {
         let Some(link) = self.vms[i].links.get_mut(&conn) else {
             return;
         };
@@ -541,12 +589,11 @@ impl Harness {
         let Some(s) = link.session else {
             return;
         };
-        let chunk = self.read_chunk.max(1);
-        while !bytes.is_empty() {
-            let part = bytes.split_to(chunk.min(bytes.len()));
-            self.core.handle_vm_input(now, s, &part);
-            self.after_call();
+        if !link.unread.is_empty() {
+            link.unread.push_back(Held::Write(bytes));
+            return;
         }
+        self.read_into_core(i, conn, s, bytes);
     }
 
     /// Moves VM `i`'s transmits to the core.
@@ -574,7 +621,7 @@ impl Harness {
                         Some(Link {
                             held: Some(held), ..
                         }) => held.push_back(Held::Close),
-                        _ => self.close_link(i, conn),
+                        _ => self.fin_link(i, conn),
                     }
                 }
             }
@@ -599,6 +646,7 @@ impl Harness {
 
     /// Writes what the core has for VM connection `s`.
     fn write_vm(&mut self, s: SessionId) {
+        self.feed_unread(s);
         let now = self.now;
         let owner = self.owners.get(&s).copied();
         if let Some(Owner::Vm(i, _)) = owner {
@@ -999,6 +1047,15 @@ impl Harness {
         for s in owned {
             let pending = self.core.endpoint().pending_transmit_len(s);
             assert_eq!(pending, 0, "{pending} bytes queued for {s} with no wakeup");
+        }
+        for (s, owner) in &self.owners {
+            if let Owner::Vm(i, conn) = owner {
+                let unread = self.vms[*i].links.get(conn).map_or(0, |l| l.unread.len());
+                assert!(
+                    unread == 0 || !self.core.vm_wants_input(*s),
+                    "{s}: the core wants its input again, with no wakeup"
+                );
+            }
         }
         let ids: Vec<ClientId> = self.clients.keys().copied().collect();
         for c in ids {
