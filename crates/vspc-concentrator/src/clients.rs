@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use vspc_proto::vspc_telnet::comport::Purge;
 use vspc_proto::vspc_telnet::{
     encode_data, option, Command, Policy, Side, Telnet, TelnetConfig, TelnetEvent,
 };
@@ -14,6 +15,7 @@ use vspc_proto::{EndpointSendError, SendError, SessionId};
 use crate::concentrator::Concentrator;
 use crate::registry::printable;
 use crate::selection::{parse_selection, Picked, Selection};
+use crate::serial::{SerialAction, SerialClient};
 use crate::types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,
     Wakeup, WriteError,
@@ -26,14 +28,24 @@ enum Input {
     Break,
 }
 
+/// What one read of a telnet client held, in order.
+#[derive(Debug)]
+enum Step {
+    Input(Input),
+    /// A COM-PORT subnegotiation's payload.
+    ComPort(Vec<u8>),
+    /// The client's WILL COM-PORT took effect.
+    ComPortEnabled,
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Client {
     pub(crate) peer: SocketAddr,
     /// Telnet clients only: negotiation and decoding.
-    telnet: Option<Box<Telnet>>,
+    pub(crate) telnet: Option<Box<Telnet>>,
     /// While the client chooses its VM.
-    selection: Option<Selection>,
+    pub(crate) selection: Option<Selection>,
     pub(crate) vm: Option<VmId>,
     pub(crate) mode: Mode,
     /// Skip one LF or NUL: the selection line ended with CR, and its LF may come in the
@@ -50,6 +62,8 @@ pub(crate) struct Client {
     closing: bool,
     pub(crate) bytes_out: u64,
     pub(crate) bytes_in: u64,
+    /// Telnet clients that negotiated COM-PORT (RFC 2217).
+    pub(crate) serial: Option<Box<SerialClient>>,
 }
 
 impl Client {
@@ -60,12 +74,14 @@ impl Client {
 
 /// The client side of telnet, negotiated for interactive use: we WILL ECHO and WILL SGA (the
 /// client goes character-at-a-time and lets the VM's console echo), and BINARY both ways so
-/// bytes, CR and LF included, pass unmangled.
+/// bytes, CR and LF included, pass unmangled. A serial tool's WILL COM-PORT is accepted
+/// (RFC 2217: the client asks, we are the access server).
 fn client_telnet() -> Telnet {
     let policy = Policy::new()
         .accept_both(option::BINARY)
         .accept_both(option::SGA)
-        .accept_local(option::ECHO);
+        .accept_local(option::ECHO)
+        .accept_remote(option::COM_PORT);
     let mut telnet = Telnet::new(TelnetConfig {
         policy,
         ..TelnetConfig::default()
@@ -139,6 +155,7 @@ impl Concentrator {
                 closing: false,
                 bytes_out: 0,
                 bytes_in: 0,
+                serial: None,
             },
         );
         self.selecting_count += 1;
@@ -176,38 +193,74 @@ impl Concentrator {
         if c.closing {
             return;
         }
-        let mut items: Vec<Input> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
         let mut reply = None;
         match &mut c.telnet {
             Some(telnet) => {
                 let mut data = BytesMut::new();
                 let mut input = bytes;
                 while let Some(event) = telnet.next_event(&mut input) {
-                    match event {
-                        TelnetEvent::Data(d) => data.extend_from_slice(d),
-                        TelnetEvent::Command(Command::Break) => {
-                            if !data.is_empty() {
-                                items.push(Input::Data(data.split().freeze()));
-                            }
-                            items.push(Input::Break);
+                    let step = match event {
+                        TelnetEvent::Data(d) => {
+                            data.extend_from_slice(d);
+                            continue;
                         }
-                        _ => {}
+                        TelnetEvent::Command(Command::Break) => Step::Input(Input::Break),
+                        TelnetEvent::Subnegotiation {
+                            option: option::COM_PORT,
+                            payload,
+                        } => Step::ComPort(payload.to_vec()),
+                        TelnetEvent::OptionChanged {
+                            side: Side::Remote,
+                            option: option::COM_PORT,
+                            enabled: true,
+                        } => Step::ComPortEnabled,
+                        _ => continue,
+                    };
+                    if !data.is_empty() {
+                        steps.push(Step::Input(Input::Data(data.split().freeze())));
                     }
+                    steps.push(step);
                 }
                 if !data.is_empty() {
-                    items.push(Input::Data(data.freeze()));
+                    steps.push(Step::Input(Input::Data(data.freeze())));
                 }
                 reply = telnet.poll_transmit();
             }
-            None => items.push(Input::Data(Bytes::copy_from_slice(bytes))),
+            None => steps.push(Step::Input(Input::Data(Bytes::copy_from_slice(bytes)))),
         }
         if let Some(reply) = reply {
             self.queue_client(client, reply);
         }
-        for item in items {
-            self.typed(client, item);
+        for step in steps {
+            match step {
+                Step::Input(item) => self.typed(client, item),
+                Step::ComPort(payload) => {
+                    if self.serial_client_request(client, &payload) == SerialAction::Break {
+                        self.typed(client, Input::Break);
+                    }
+                }
+                Step::ComPortEnabled => self.serial_client_enabled(client),
+            }
         }
         self.flush_input(client);
+    }
+
+    /// RFC 2217 PURGE-DATA: the receive buffer is the VM output not yet written to the
+    /// client, the transmit buffer the client's input not yet taken by the VM.
+    pub(crate) fn purge_client(&mut self, client: ClientId, purge: Purge) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if matches!(purge, Purge::Receive | Purge::Both) {
+            c.queue.clear();
+            c.queued = 0;
+        }
+        if matches!(purge, Purge::Transmit | Purge::Both) {
+            c.input.clear();
+            c.input_len = 0;
+            self.wakeups.push_back(Wakeup::Client(client));
+        }
     }
 
     /// One piece of typed input: to the selection line while choosing, else toward the VM.
@@ -356,6 +409,10 @@ impl Concentrator {
         let Some(c) = self.clients.get_mut(&client) else {
             return ClientTransmit::Close;
         };
+        // RFC 2217 FLOWCONTROL-SUSPEND: output waits (and counts against the budget).
+        if c.serial.as_ref().is_some_and(|s| s.suspended) && !c.closing {
+            return ClientTransmit::Idle;
+        }
         // Coming back for more means the previous write is done: the client caught up, and
         // its VM may be read again.
         if c.behind_since.take().is_some() {
@@ -490,6 +547,8 @@ impl Concentrator {
         self.events
             .push_back(Event::ClientAttached { client, vm, mode });
         self.queue_client(client, out.freeze());
+        // An RFC 2217 client learns its new port's lines.
+        self.notify_client(client);
         Ok(())
     }
 

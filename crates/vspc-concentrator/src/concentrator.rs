@@ -9,8 +9,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use vspc_proto::vspc_telnet::encode_data;
 use vspc_proto::{
-    Answer, CloseReason, CoordinatorConfig, Endpoint, EndpointConfig, EndpointEvent, ProxyConfig,
-    SecretSource, SessionId,
+    Answer, CloseReason, ComPortPolicy, CoordinatorConfig, Endpoint, EndpointConfig, EndpointEvent,
+    ProxyConfig, SecretSource, SessionId,
 };
 
 use crate::clients::Client;
@@ -114,6 +114,11 @@ fn endpoint_config(config: &ConcentratorConfig) -> EndpointConfig {
         proxy: Arc::new(ProxyConfig {
             max_subnegotiation: config.max_subnegotiation,
             max_held: config.max_held,
+            com_port: if config.vm_com_port {
+                ComPortPolicy::Accept
+            } else {
+                ComPortPolicy::Refuse
+            },
             ..ProxyConfig::default()
         }),
         coordinator: CoordinatorConfig {
@@ -358,6 +363,7 @@ impl Concentrator {
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 EndpointEvent::Data { conn, bytes } => self.conn_output(now, conn, bytes),
+                EndpointEvent::ComPort { conn, message } => self.serial_vm_report(conn, message),
                 EndpointEvent::Identified { conn, identity } => {
                     let name = identity.name.as_ref().map(|n| n.as_str().to_owned());
                     let vm = self.endpoint.data(conn).and_then(|c| c.vm);
@@ -503,7 +509,6 @@ impl Concentrator {
                 // endpoint answered what the protocol requires.
                 EndpointEvent::KnownSuboptions { .. }
                 | EndpointEvent::ProxyRequested { .. }
-                | EndpointEvent::ComPort { .. }
                 | EndpointEvent::UnknownSuboptionReported { .. }
                 | EndpointEvent::Command { .. }
                 | EndpointEvent::OptionChanged { .. } => {}
@@ -621,6 +626,8 @@ impl Concentrator {
             self.vm_output(now, vm, unbound.freeze());
         }
         self.flush_writers(vm);
+        // Carrier detect, for the clients that waited through a reconnect.
+        self.notify_vm_clients(vm);
     }
 
     /// A completed vMotion: the entry follows the VM to its new connection.
@@ -674,6 +681,7 @@ impl Concentrator {
         self.lingering.push_back((now, vm));
         self.away_count += 1;
         self.events.push_back(Event::VmDisconnected { vm });
+        self.notify_vm_clients(vm);
         while self.away_count > self.config.max_lingering {
             let Some((since, oldest)) = self.lingering.pop_front() else {
                 break;

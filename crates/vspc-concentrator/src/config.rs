@@ -30,6 +30,10 @@ pub struct ConcentratorConfig {
     pub max_lingering: usize,
     /// Answer VMOTION-BEGIN with GOAHEAD (`false`: always NOTNOW).
     pub allow_vmotion: bool,
+    /// Accept the VM's `WILL COM-PORT` (RFC 2217): the guest UART's settings it reports
+    /// become the truth of the port's model, answered to RFC 2217 clients. Off, the
+    /// concentrator refuses it and emulates the port for its clients.
+    pub vm_com_port: bool,
     /// How long a vMotion may stay pending after GOAHEAD.
     pub vmotion_timeout: Duration,
     /// Length of minted vMotion secrets.
@@ -81,6 +85,7 @@ impl Default for ConcentratorConfig {
             linger: Duration::from_secs(300),
             max_lingering: 4096,
             allow_vmotion: true,
+            vm_com_port: true,
             vmotion_timeout: Duration::from_secs(30),
             secret_len: 8,
             max_clients: 1000,

@@ -103,6 +103,7 @@ mod concentrator;
 mod config;
 mod registry;
 mod selection;
+mod serial;
 mod snapshot;
 mod types;
 

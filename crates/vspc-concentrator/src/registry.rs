@@ -1,5 +1,6 @@
 //! The VM registry: entries keyed by VC UUID plus service URI, and how clients name them.
 
+use crate::serial::PortModel;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +82,8 @@ pub(crate) struct VmEntry {
     /// Boxed once there is one (most VMs never move).
     #[allow(clippy::box_collection)]
     pub(crate) history: Option<Box<VecDeque<VmotionRecord>>>,
+    /// The port's UART model, once a VM or client spoke of it (RFC 2217).
+    pub(crate) serial: Option<Box<PortModel>>,
 }
 
 impl VmEntry {
@@ -142,6 +145,7 @@ impl Registry {
                 bytes_from_vm: 0,
                 bytes_to_vm: 0,
                 history: None,
+                serial: None,
             }),
         );
         id

@@ -54,6 +54,9 @@ pub struct Counters {
     pub lingering_evicted: u64,
     /// Clients dropped for not choosing a VM in time, or to make room.
     pub clients_dropped_selecting: u64,
+    /// COM-PORT (RFC 2217) messages ignored: malformed, not negotiated, or not the
+    /// sender's to send.
+    pub com_port_ignored: u64,
 }
 
 /// One attached client.

@@ -305,6 +305,12 @@ pub(crate) fn metrics(hub: &Hub) -> String {
         &[("", m.clients_dropped_selecting)],
     );
     metric(
+        "vspc_com_port_ignored_total",
+        "counter",
+        "RFC 2217 (COM-PORT) messages ignored: malformed, not negotiated, or not the sender's.",
+        &[("", m.com_port_ignored)],
+    );
+    metric(
         "vspc_vmotions_pending",
         "gauge",
         "vMotions pending in the coordinator.",

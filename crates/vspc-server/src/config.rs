@@ -105,6 +105,10 @@ pub struct VmConfig {
     pub identify_timeout_secs: u64,
     /// Cap on VM entries lingering at once (oldest removed first, counted).
     pub max_lingering: usize,
+    /// Accept ESXi's `WILL COM-PORT` (RFC 2217): the guest UART settings it reports are the
+    /// truth of the port that RFC 2217 clients see (`docs/rfc2217.md`). Off: refused, and
+    /// the port is emulated.
+    pub com_port: bool,
     /// How long a VM entry (clients, log, sticky port, scrollback) is kept after its
     /// connection went away, waiting for a reconnect.
     pub linger_secs: u64,
@@ -190,6 +194,7 @@ impl Default for VmConfig {
             max_pending_to_vm: 256 * 1024,
             max_unbound: 16 * 1024,
             identify_timeout_secs: 30,
+            com_port: true,
             max_lingering: 4096,
             linger_secs: 300,
         }
@@ -325,6 +330,7 @@ impl ServerConfig {
         core.select_timeout = Duration::from_secs(self.client.select_timeout_secs);
         core.max_selecting = self.client.max_selecting;
         core.identify_timeout = Duration::from_secs(self.vm.identify_timeout_secs);
+        core.vm_com_port = self.vm.com_port;
         core.max_lingering = self.vm.max_lingering;
         core.output_budget = self.client.output_budget;
         core.slow_client_grace = Duration::from_millis(self.client.slow_grace_ms);

@@ -6,6 +6,7 @@ mod support;
 
 mod clients;
 mod lifecycle;
+mod serial;
 mod vmotion;
 
 use std::time::Duration;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vspc_concentrator::vspc_proto::vspc_telnet::{
-    encode_data, option, Command, Policy, Telnet, TelnetConfig, TelnetEvent,
+    encode_data, option, Command, Policy, Side, Telnet, TelnetConfig, TelnetEvent,
 };
 use vspc_concentrator::vspc_proto::{SecretError, SessionId};
 use vspc_concentrator::{
@@ -762,7 +762,8 @@ impl Harness {
             let policy = Policy::new()
                 .accept_remote(option::ECHO)
                 .accept_both(option::SGA)
-                .accept_both(option::BINARY);
+                .accept_both(option::BINARY)
+                .accept_local(option::COM_PORT);
             Telnet::new(TelnetConfig {
                 policy,
                 ..TelnetConfig::default()
@@ -850,6 +851,17 @@ impl Harness {
     /// what it sends to its VM.
     pub fn mark_typed(&mut self, c: ClientId) {
         self.clients.get_mut(&c).expect("client").typed.clear();
+    }
+
+    /// A telnet client offers `WILL COM-PORT` (RFC 2217, as a serial tool does); runs.
+    pub fn offer_com_port(&mut self, c: ClientId) {
+        let client = self.clients.get_mut(&c).expect("client");
+        let telnet = client.telnet.as_mut().expect("a telnet client");
+        telnet.request(Side::Local, option::COM_PORT, true);
+        if let Some(wire) = telnet.poll_transmit() {
+            client.pending.push_back(wire);
+        }
+        self.run();
     }
 
     /// A telnet client sends a serial break (`IAC BRK`) as one read; runs.
