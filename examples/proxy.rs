@@ -77,6 +77,10 @@ struct Cli {
     /// vMotion expiry in milliseconds.
     #[arg(long)]
     vmotion_timeout_ms: Option<u64>,
+    /// Share vMotions with other instances through this Redis or Valkey
+    /// (`redis://host:port/db`): a destination reaching another instance is carried back.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
     /// Tokio worker threads (default 1; see `[runtime]` in the configuration).
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
@@ -104,6 +108,9 @@ impl Cli {
         }
         if let Some(ms) = self.log_flush_ms {
             config.log.flush_ms = ms;
+        }
+        if self.redis_url.is_some() {
+            config.cluster.redis_url = self.redis_url;
         }
         if let Some(addr) = self.client_listen {
             config.client.listen = addr;

@@ -129,7 +129,12 @@ fn endpoint_config(config: &ConcentratorConfig) -> EndpointConfig {
         allow_vmotion: config.allow_vmotion,
         // The core decides who may start a vMotion (see `BeginRequested` below).
         begin: Answer::Manual,
-        ..EndpointConfig::default()
+        // Shared with other concentrators, a PEER may name a key held elsewhere.
+        peer: if config.shared_vmotions {
+            Answer::Manual
+        } else {
+            Answer::Automatic
+        },
     }
 }
 
@@ -334,6 +339,39 @@ impl Concentrator {
         self.expire_behind(now);
     }
 
+    /// A destination connection whose PEER was reported as
+    /// [`Event::PeerElsewhere`] leaves this concentrator: the driver carries its bytes to the
+    /// instance that holds the vMotion. The session is forgotten here without a word to the
+    /// VM (the other instance answers the PEER).
+    pub fn hand_off(&mut self, now: Instant, conn: SessionId) {
+        let unbound = self
+            .endpoint
+            .data(conn)
+            .is_some_and(|c| c.vm.is_none() && !c.claimed);
+        if unbound {
+            self.endpoint.handle_close(now, conn);
+            self.drain_endpoint(now);
+        }
+    }
+
+    /// Whether VM connection `conn` carries a VM here (it identified, or its PEER was
+    /// accepted): a connection that does can no longer be handed to another instance.
+    pub fn is_identified(&self, conn: SessionId) -> bool {
+        self.endpoint
+            .data(conn)
+            .is_some_and(|c| c.vm.is_some() || c.claimed)
+    }
+
+    /// Refuses the PEER reported as [`Event::PeerElsewhere`] (no instance holds its key, or
+    /// the shared state cannot be reached): the destination gives up, as for any unknown key.
+    pub fn refuse_peer(&mut self, now: Instant, conn: SessionId) {
+        self.endpoint.answer_peer(now, conn);
+        self.drain_endpoint(now);
+        if self.endpoint.pending_transmit_len(conn) > 0 {
+            self.wakeups.push_back(Wakeup::Vm(conn));
+        }
+    }
+
     /// Graceful shutdown: no new connections, every client told and closed, every VM
     /// connection closed once what is queued for it is written.
     pub fn shutdown(&mut self) {
@@ -382,9 +420,16 @@ impl Concentrator {
                     sequence,
                     outcome,
                 } => {
-                    match outcome {
-                        vspc_proto::BeginOutcome::GoAhead { .. } => {
-                            self.counters.vmotion_goahead += 1
+                    match &outcome {
+                        vspc_proto::BeginOutcome::GoAhead { key, deadline } => {
+                            self.counters.vmotion_goahead += 1;
+                            if self.config.shared_vmotions {
+                                self.events.push_back(Event::HandoverOffered {
+                                    conn,
+                                    key: key.bytes().clone(),
+                                    deadline: *deadline,
+                                });
+                            }
                         }
                         vspc_proto::BeginOutcome::NotNow(_) => self.counters.vmotion_notnow += 1,
                         _ => {}
@@ -524,7 +569,16 @@ impl Concentrator {
                 }
                 // The endpoint answers PEER itself (`Answer::Automatic`): only the secret
                 // authenticates a destination.
-                EndpointEvent::PeerRequested { .. } => {}
+                EndpointEvent::PeerRequested { conn, key } => {
+                    if self.endpoint.coordinator().holds(key.as_bytes()) {
+                        self.endpoint.answer_peer(now, conn);
+                    } else {
+                        self.events.push_back(Event::PeerElsewhere {
+                            conn,
+                            key: key.bytes().clone(),
+                        });
+                    }
+                }
             }
         }
     }

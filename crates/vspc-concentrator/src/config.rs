@@ -34,6 +34,14 @@ pub struct ConcentratorConfig {
     /// become the truth of the port's model, answered to RFC 2217 clients. Off, the
     /// concentrator refuses it and emulates the port for its clients.
     pub vm_com_port: bool,
+    /// vMotions are shared with other concentrators: a GOAHEAD's key is reported
+    /// ([`Event::HandoverOffered`](crate::Event::HandoverOffered)) for the driver to publish,
+    /// and a PEER whose key this concentrator does not hold is reported
+    /// ([`Event::PeerElsewhere`](crate::Event::PeerElsewhere)) for the driver to route
+    /// ([`Concentrator::hand_off`](crate::Concentrator::hand_off)) or refuse
+    /// ([`Concentrator::refuse_peer`](crate::Concentrator::refuse_peer)). Off (the default),
+    /// every PEER is answered here.
+    pub shared_vmotions: bool,
     /// How long a vMotion may stay pending after GOAHEAD.
     pub vmotion_timeout: Duration,
     /// Length of minted vMotion secrets.
@@ -86,6 +94,7 @@ impl Default for ConcentratorConfig {
             max_lingering: 4096,
             allow_vmotion: true,
             vm_com_port: true,
+            shared_vmotions: false,
             vmotion_timeout: Duration::from_secs(30),
             secret_len: 8,
             max_clients: 1000,

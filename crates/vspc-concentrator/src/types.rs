@@ -291,6 +291,28 @@ pub enum Event {
         /// What was wrong.
         error: ProtocolError,
     },
+    /// With [`ConcentratorConfig::shared_vmotions`](crate::ConcentratorConfig): a vMotion
+    /// was given GOAHEAD here; publish its key so that a destination reaching another
+    /// concentrator is routed back to this one.
+    HandoverOffered {
+        /// The source connection.
+        conn: SessionId,
+        /// `sequence ++ secret`, as the destination's PEER will carry it.
+        key: Bytes,
+        /// When the vMotion expires here.
+        deadline: Instant,
+    },
+    /// With [`ConcentratorConfig::shared_vmotions`](crate::ConcentratorConfig): a
+    /// destination's PEER names a key this concentrator does not hold. Look it up where
+    /// vMotions are shared, then [`Concentrator::hand_off`](crate::Concentrator::hand_off)
+    /// the connection to the instance that holds it, or
+    /// [`Concentrator::refuse_peer`](crate::Concentrator::refuse_peer).
+    PeerElsewhere {
+        /// The destination connection.
+        conn: SessionId,
+        /// `sequence ++ secret` as received.
+        key: Bytes,
+    },
 }
 
 /// A connection the driver should attend to (drain with

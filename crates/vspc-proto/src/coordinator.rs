@@ -318,6 +318,13 @@ impl Coordinator {
         self.by_source.contains_key(&source)
     }
 
+    /// Whether `key` (`sequence ++ secret`, as a PEER carries it) names a vMotion pending
+    /// here: where several concentrators share vMotions, a PEER for a key held nowhere
+    /// locally is routed to the instance that issued it.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.pending.contains_key(key)
+    }
+
     fn remove(&mut self, key: &[u8]) -> Option<Pending> {
         let pending = self.pending.remove(key)?;
         self.deadlines.remove(&(pending.deadline, pending.order));

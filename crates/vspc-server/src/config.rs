@@ -52,6 +52,22 @@ pub struct ServerConfig {
     pub vmotion: VmotionConfig,
     /// `[runtime]`: the async runtime (read by the binary that builds it).
     pub runtime: RuntimeConfig,
+    /// `[cluster]`: vMotions shared with other instances.
+    pub cluster: ClusterConfig,
+}
+
+/// Concentrators that behave as one: where they share vMotions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis or Valkey (`redis://host:port/db`) holding the instances' vMotion handover
+    /// records. Unset (the default): this instance answers every PEER itself.
+    pub redis_url: Option<String>,
+    /// Prefix of this site's keys in the store.
+    pub prefix: Option<String>,
+    /// This instance's VM listener as the other instances reach it (default: the first VM
+    /// listener's bound address).
+    pub advertise: Option<SocketAddr>,
 }
 
 /// The async runtime.

@@ -8,7 +8,8 @@
 //! sticky ports), and kicks the timer when the core's next deadline moved earlier.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,9 +18,11 @@ use tokio::sync::{mpsc, Notify};
 use vspc_concentrator::{ClientId, Concentrator, DropReason, Event, VmId, VmTransmit, Wakeup};
 use vspc_proto::SessionId;
 
+use crate::cluster::{digest, Cluster};
 use crate::config::ServerConfig;
 use crate::embed::{ConsoleChunk, VmEvent};
 use crate::logs::{file_name, ConsoleLog};
+use crate::Shared;
 
 /// How a client task is told about its connection.
 #[derive(Debug, Default)]
@@ -71,11 +74,23 @@ pub(crate) struct Hub {
     timer_at: Option<Instant>,
     /// When the core was made, on both clocks (to show vMotion records in wall time).
     pub(crate) started: (Instant, SystemTime),
+    /// vMotions shared with other instances, and the way back to the hub for the tasks that
+    /// talk to the shared state.
+    cluster: Option<(Cluster, Weak<Shared>)>,
+    /// Destination connections to carry to the instance that holds their vMotion.
+    handoffs: HashMap<SessionId, SocketAddr>,
 }
 
 impl Hub {
-    pub(crate) fn new(config: Arc<ServerConfig>, timer: Arc<Notify>, now: Instant) -> Hub {
-        let mut core = Concentrator::new(config.concentrator());
+    pub(crate) fn new(
+        config: Arc<ServerConfig>,
+        timer: Arc<Notify>,
+        now: Instant,
+        shared_vmotions: bool,
+    ) -> Hub {
+        let mut core_config = config.concentrator();
+        core_config.shared_vmotions = shared_vmotions;
+        let mut core = Concentrator::new(core_config);
         if config.log.dir.is_some() {
             core.set_console_events(true);
         }
@@ -96,7 +111,26 @@ impl Hub {
             timer,
             timer_at: None,
             started: (now, SystemTime::now()),
+            cluster: None,
+            handoffs: HashMap::new(),
         }
+    }
+
+    pub(crate) fn set_cluster(&mut self, cluster: Cluster, shared: Weak<Shared>) {
+        self.cluster = Some((cluster, shared));
+    }
+
+    /// Whether vMotions are shared with other instances.
+    pub(crate) fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Where the VM connection `conn` is to be carried, once (see `cluster`).
+    pub(crate) fn take_handoff(&mut self, conn: SessionId) -> Option<SocketAddr> {
+        if self.handoffs.is_empty() {
+            return None;
+        }
+        self.handoffs.remove(&conn)
     }
 
     pub(crate) fn set_sticky_sender(&mut self, tx: mpsc::Sender<VmId>) {
@@ -302,6 +336,54 @@ impl Hub {
                     tracing::debug!(session = conn.0, error = ?error.to_string(), "protocol error from VM");
                 }
             }
+            Event::HandoverOffered {
+                conn: _,
+                key,
+                deadline,
+            } => {
+                if let Some((cluster, _)) = &self.cluster {
+                    let state = cluster.state.clone();
+                    let owner = cluster.advertise;
+                    let ttl = Cluster::ttl(deadline, Instant::now());
+                    tokio::spawn(async move {
+                        if let Err(error) = state.offer(&digest(&key), owner, ttl).await {
+                            tracing::warn!(%error, "vMotion not shared: a destination reaching another instance will be refused");
+                        }
+                    });
+                }
+            }
+            Event::PeerElsewhere { conn, key } => match &self.cluster {
+                Some((cluster, shared)) => {
+                    let state = cluster.state.clone();
+                    let me = cluster.advertise;
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let owner = state.claim(&digest(&key)).await;
+                        let Some(shared) = shared.upgrade() else {
+                            return;
+                        };
+                        let mut hub = shared.lock();
+                        let now = Instant::now();
+                        match owner {
+                            Ok(Some(owner)) if owner != me => {
+                                tracing::info!(session = conn.0, %owner, "PEER for a vMotion held elsewhere: carrying the destination there");
+                                hub.handoffs.insert(conn, owner);
+                                hub.core.hand_off(now, conn);
+                                if let Some(waker) = hub.vm_wakers.get(&conn) {
+                                    waker.wake_by_ref();
+                                }
+                            }
+                            Ok(_) => hub.core.refuse_peer(now, conn),
+                            Err(error) => {
+                                tracing::warn!(%error, session = conn.0, "PEER refused: the shared state is unavailable");
+                                hub.core.refuse_peer(now, conn);
+                            }
+                        }
+                        hub.settle();
+                    });
+                }
+                None => self.core.refuse_peer(Instant::now(), conn),
+            },
         }
     }
 

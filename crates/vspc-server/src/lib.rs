@@ -43,6 +43,7 @@
 mod access;
 mod admin;
 mod client;
+mod cluster;
 mod config;
 mod embed;
 mod hub;
@@ -60,6 +61,7 @@ use tokio::task::JoinHandle;
 use vspc_concentrator::VmId;
 
 pub use access::{IpNet, IpNetError};
+pub use cluster::{MemoryState, RedisState, SharedState, SharedStateError, StateFuture};
 pub use config::{
     AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, VmConfig,
     VmotionConfig,
@@ -167,12 +169,36 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 impl Server {
     /// Binds every listener and starts serving (on the current tokio runtime).
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let state = match &config.cluster.redis_url {
+            Some(url) => {
+                let prefix = config.cluster.prefix.as_deref().unwrap_or("vspc");
+                let state = RedisState::new(url, prefix)
+                    .map_err(|e| ServerError::Config(ConfigError::Invalid(e.to_string())))?;
+                Some(Arc::new(state) as Arc<dyn SharedState>)
+            }
+            None => None,
+        };
+        Server::start_with_state(config, state).await
+    }
+
+    /// [`start`](Self::start), sharing vMotions with other instances through `state` (when
+    /// `Some`; it overrides `[cluster] redis_url`): a destination that reaches another
+    /// instance is carried back to this one.
+    pub async fn start_with_state(
+        config: ServerConfig,
+        state: Option<Arc<dyn SharedState>>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let config = Arc::new(config);
         let timer = Arc::new(Notify::new());
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            hub: Mutex::new(Hub::new(config.clone(), timer.clone(), Instant::now())),
+            hub: Mutex::new(Hub::new(
+                config.clone(),
+                timer.clone(),
+                Instant::now(),
+                state.is_some(),
+            )),
             stop,
         });
         let mut tasks = Vec::new();
@@ -210,6 +236,22 @@ impl Server {
                     config.clone(),
                 )));
             }
+        }
+
+        if let Some(state) = state {
+            let advertise = config
+                .cluster
+                .advertise
+                .or_else(|| vm_addrs.first().copied())
+                .ok_or_else(|| {
+                    ServerError::Config(ConfigError::Invalid(
+                        "cluster needs a plain VM listener or cluster.advertise".into(),
+                    ))
+                })?;
+            shared.lock().set_cluster(
+                cluster::Cluster { state, advertise },
+                Arc::downgrade(&shared),
+            );
         }
 
         let listener = bind(config.client.listen).await?;

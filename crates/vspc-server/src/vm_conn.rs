@@ -11,14 +11,15 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::Instrument;
 use vspc_backing::KeepIdle;
 use vspc_proto::SessionId;
 
 use vspc_concentrator::VmTransmit;
 
-use crate::Shared;
+use crate::{cluster, Shared};
 
 /// Read size: a VM sends little at a time, but a console can stream, and a 64 KiB read takes
 /// a stream in a quarter of the reads (and hub locks) of 16 KiB. The buffer lives on the
@@ -49,7 +50,11 @@ enum Phase {
 pub(crate) struct VmLink<S> {
     shared: Arc<Shared>,
     sid: SessionId,
-    stream: S,
+    /// `None` once carried to another instance.
+    stream: Option<S>,
+    /// With shared vMotions, what the VM sent before it was identified: a destination whose
+    /// PEER names another instance's vMotion is carried there with it (`cluster`).
+    replay: Option<BytesMut>,
     /// The write in progress (what the socket has not taken yet).
     out: Option<Bytes>,
     /// Written since the last flush (TLS buffers inside the stream).
@@ -58,10 +63,13 @@ pub(crate) struct VmLink<S> {
     span: tracing::Span,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> VmLink<S> {
     /// Writes until the session has nothing more or the socket is full. Ready when the
     /// connection is finished with (closed by the hub and shut down, or a write failed).
     fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(());
+        };
         while self.phase == Phase::Open {
             if self.out.is_none() {
                 match self.shared.lock().take_vm_transmit(self.sid, cx.waker()) {
@@ -74,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
             let Some(out) = self.out.as_mut() else {
                 break;
             };
-            match Pin::new(&mut self.stream).poll_write(cx, out) {
+            match Pin::new(&mut *stream).poll_write(cx, out) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(()),
                 Poll::Ready(Ok(written)) => {
                     self.unflushed = true;
@@ -91,14 +99,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
             }
         }
         if self.unflushed {
-            match Pin::new(&mut self.stream).poll_flush(cx) {
+            match Pin::new(&mut *stream).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }
         if self.phase == Phase::Closing {
-            match Pin::new(&mut self.stream).poll_shutdown(cx) {
+            match Pin::new(&mut *stream).poll_shutdown(cx) {
                 Poll::Ready(_) => self.phase = Phase::Draining,
                 Poll::Pending => return Poll::Pending,
             }
@@ -118,6 +126,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            // An unidentified connection may have been handed to the instance that holds its
+            // vMotion: carry it there before this task writes or closes anything.
+            if self.replay.is_some() && self.carried() {
+                return Poll::Ready(());
+            }
             if self.poll_write_side(cx).is_ready() {
                 return Poll::Ready(());
             }
@@ -133,15 +146,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
                     return Poll::Pending;
                 }
             }
+            let Some(stream) = self.stream.as_mut() else {
+                return Poll::Ready(());
+            };
             let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut read = ReadBuf::uninit(&mut buf);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+            match Pin::new(stream).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {
                     reads += 1;
                     let bytes = Bytes::copy_from_slice(read.filled());
                     let mut hub = self.shared.lock();
                     hub.core.handle_vm_input(Instant::now(), self.sid, &bytes);
+                    if let Some(replay) = self.replay.as_mut() {
+                        if hub.core.is_identified(self.sid)
+                            || replay.len() + bytes.len() > cluster::MAX_REPLAY
+                        {
+                            // Bound to a VM here (or too chatty to be a destination's
+                            // handshake): it will never be carried elsewhere.
+                            self.replay = None;
+                        } else {
+                            replay.extend_from_slice(&bytes);
+                        }
+                    }
                     hub.settle();
                 }
                 Poll::Ready(Err(error)) => {
@@ -151,6 +178,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> VmLink<S> {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> VmLink<S> {
+    /// Whether the hub handed this connection to another instance; if so it is carried
+    /// there (with what the VM sent so far) by a task of its own.
+    fn carried(&mut self) -> bool {
+        let Some(owner) = self.shared.lock().take_handoff(self.sid) else {
+            return false;
+        };
+        if let (Some(stream), Some(replay)) = (self.stream.take(), self.replay.take()) {
+            let span = self.span.clone();
+            tokio::spawn(cluster::carry(stream, replay.freeze(), owner).instrument(span));
+        }
+        true
     }
 }
 
@@ -181,8 +223,9 @@ pub(crate) fn vm_link<S>(
     tls: bool,
 ) -> Option<VmLink<S>>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let replay = shared.lock().is_clustered().then(BytesMut::new);
     let registered = shared
         .lock()
         .core
@@ -199,7 +242,8 @@ where
     Some(VmLink {
         shared,
         sid,
-        stream,
+        stream: Some(stream),
+        replay,
         out: None,
         unflushed: false,
         phase: Phase::Open,
@@ -207,7 +251,7 @@ where
     })
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Future for VmLink<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for VmLink<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

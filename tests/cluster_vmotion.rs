@@ -1,0 +1,260 @@
+//! Two concentrators sharing vMotions through a real `redis-server`: a destination host
+//! that reaches the other instance (behind a round-robin "virtual IP") is carried back to
+//! the instance that holds the vMotion, which completes it with its client typing and
+//! nothing lost; a forged PEER is refused; with Redis gone, a cross-instance vMotion is
+//! refused and the VM keeps being served where it is.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vspc_emulator::{EmulatorEvent, VmotionOutcome, VmotionPlan};
+use vspc_server::{Server as Proxy, ServerConfig as Config};
+
+/// A `redis-server` of the test's own on a free loopback port; killed when dropped.
+struct Redis {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Redis {
+    /// `None` (the test says it skipped) only when `redis-server` is not installed.
+    async fn start() -> Option<Redis> {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = Redis {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + WAIT;
+        while redis.command(&["PING"]).await.as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    /// One command in RESP; the reply's first line (`None` if unreachable).
+    async fn command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(self.addr).await.ok()?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut reply))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+        Some(text.lines().next().unwrap_or_default().to_owned())
+    }
+}
+
+/// A concentrator sharing vMotions through `redis`.
+async fn instance(redis: &Redis) -> Proxy {
+    let mut config = Config::ephemeral();
+    config.cluster.redis_url = Some(redis.url());
+    Proxy::start(config).await.unwrap()
+}
+
+/// A round-robin "virtual IP": the first connection goes to `first`, every later one to
+/// `rest`, byte for byte both ways.
+async fn virtual_ip(first: SocketAddr, rest: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut count = 0;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = if count == 0 { first } else { rest };
+            count += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn outcome(vm: &TestVm) -> Option<VmotionOutcome> {
+    vm.seen(|seen| {
+        seen.events.iter().rev().find_map(|e| match e {
+            EmulatorEvent::Vmotion(outcome) => Some(outcome.clone()),
+            _ => None,
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_destination_reaching_another_instance_is_carried_back_and_nothing_is_lost() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    let vip = virtual_ip(a.vm_addrs[0], b.vm_addrs[0]).await;
+    let vm = TestVm::start(vm_config(50), Target::plain(vip));
+    identified(&a, "vm-00050").await;
+    let mut client = TestClient::connect(a.client_addr).await;
+    client.select("vm-00050").await;
+
+    let mut typed = Vec::new();
+    let mut printed = Vec::new();
+    for i in 0..100u32 {
+        let mut key = format!("k{i:03}\r").into_bytes();
+        key.push(0xff);
+        client.send(&key).await;
+        typed.extend_from_slice(&key);
+        if !vm.with(|vm, _| vm.is_migrating()) {
+            let line = format!("o{i:03}\n");
+            if vm.with(|vm, _| vm.send_serial(line.as_bytes())).is_ok() {
+                printed.extend_from_slice(line.as_bytes());
+            }
+        }
+        if i == 20 {
+            let plan = VmotionPlan::new(Bytes::from_static(b"\x44\xda\x87\xf1"));
+            vm.with(|vm, now| vm.start_vmotion(now, plan)).unwrap();
+        }
+        client.drain(Duration::from_millis(2)).await;
+    }
+    vm.wait("the vMotion's end", |_, seen| {
+        seen.events
+            .iter()
+            .any(|e| matches!(e, EmulatorEvent::Vmotion(_)))
+    })
+    .await;
+    let result = outcome(&vm).unwrap();
+    assert!(
+        matches!(result, VmotionOutcome::Completed { .. }),
+        "{result:?}"
+    );
+    vm.wait_received(&typed).await;
+    client.expect_exact(&printed).await;
+    vm.with(|vm, _| vm.send_serial(b"after\r\n")).unwrap();
+    client.expect_exact(b"after\r\n").await;
+
+    // The VM is A's, on its second connection (the one B carried); B holds nothing.
+    let entry = vms(&a.snapshot())[0].clone();
+    assert_eq!(entry["connections"], 2, "{entry:#}");
+    assert_eq!(entry["clients"].as_array().unwrap().len(), 1);
+    assert!(vms(&b.snapshot()).is_empty(), "{:#}", b.snapshot());
+    // The handover record was claimed, and so deleted.
+    assert_eq!(redis.command(&["DBSIZE"]).await.as_deref(), Some(":0"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A destination's side of its handshake (the capture's block C), sent blind, with the PEER
+/// carrying `key` (`sequence ++ secret`).
+fn blind_destination(key: &[u8]) -> Vec<u8> {
+    let mut wire = hex("fffb25fffd00fffd03fffd01fffb00fffb03fffbe8");
+    wire.extend(hex(
+        "fffae8000001020328292b2c2d2e304647495051545556575253fff0",
+    ));
+    wire.extend_from_slice(&[0xff, 0xfa, 0xe8, 0x2c]);
+    wire.extend_from_slice(key);
+    wire.extend_from_slice(&[0xff, 0xf0]);
+    wire
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Reads until `needle` arrives; panics on close or timeout.
+async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
+    let mut seen = Vec::new();
+    while find(&seen, needle).is_none() {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed after {seen:02x?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
+/// UNKNOWN-SUBOPTION-RCVD-2(VMOTION-PEER): how a PEER is refused.
+const PEER_REFUSED: &[u8] = &[0xff, 0xfa, 0xe8, 0x03, 0x2c, 0xff, 0xf0];
+
+#[tokio::test]
+async fn a_forged_peer_is_refused_and_redis_down_refuses_only_cross_instance_vmotions() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let a = instance(&redis).await;
+    let b = instance(&redis).await;
+    // A PEER no instance issued: refused at B, which has no record of it.
+    let mut forged = TcpStream::connect(b.vm_addrs[0]).await.unwrap();
+    forged
+        .write_all(&blind_destination(b"\x01\x02\x03\x04\x05\x06\x07\x08"))
+        .await
+        .unwrap();
+    read_until(&mut forged, PEER_REFUSED).await;
+    assert!(vms(&b.snapshot()).is_empty());
+
+    // Redis goes away: a VM on A keeps being served, and a vMotion whose destination lands
+    // on B is refused (B cannot find where it belongs); the VM stays on A, its client with it.
+    let vip = virtual_ip(a.vm_addrs[0], b.vm_addrs[0]).await;
+    let vm = TestVm::start(vm_config(51), Target::plain(vip));
+    identified(&a, "vm-00051").await;
+    let mut client = TestClient::connect(a.client_addr).await;
+    client.select("vm-00051").await;
+    drop(redis);
+    let plan = VmotionPlan::new(Bytes::from_static(b"\x10\x20\x30\x40"));
+    vm.with(|vm, now| vm.start_vmotion(now, plan)).unwrap();
+    vm.wait("the vMotion's end", |_, seen| {
+        seen.events
+            .iter()
+            .any(|e| matches!(e, EmulatorEvent::Vmotion(_)))
+    })
+    .await;
+    let result = outcome(&vm).unwrap();
+    assert!(
+        !matches!(result, VmotionOutcome::Completed { .. }),
+        "{result:?}"
+    );
+    vm.with(|vm, _| vm.send_serial(b"still here\r\n")).unwrap();
+    client.expect(b"still here\r\n").await;
+    client.send(b"typed").await;
+    vm.wait_received(b"typed").await;
+    assert_eq!(vms(&a.snapshot())[0]["state"], "connected");
+    a.shutdown().await;
+    b.shutdown().await;
+}
