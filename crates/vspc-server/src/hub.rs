@@ -44,6 +44,24 @@ pub(crate) struct Sticky {
     pub(crate) task: tokio::task::AbortHandle,
 }
 
+/// Claims a handover record, asking again for a moment when there is none yet: the owner
+/// stores it while its GOAHEAD travels, and a destination may be quicker than the store.
+async fn claim_patiently(
+    state: &dyn crate::SharedState,
+    digest: &str,
+) -> Result<Option<SocketAddr>, crate::SharedStateError> {
+    let mut pause = Duration::from_millis(25);
+    loop {
+        match state.claim(digest).await {
+            Ok(None) if pause < Duration::from_secs(1) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Capacity of an embedder's subscription, in messages; a subscriber that falls this far
 /// behind is cut off (its receiver ends) rather than stall a VM or grow without bound.
 pub(crate) const SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -358,7 +376,7 @@ impl Hub {
                     let me = cluster.advertise;
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        let owner = state.claim(&digest(&key)).await;
+                        let owner = claim_patiently(&*state, &digest(&key)).await;
                         let Some(shared) = shared.upgrade() else {
                             return;
                         };
