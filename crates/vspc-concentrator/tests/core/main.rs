@@ -7,6 +7,7 @@ mod support;
 mod clients;
 mod lifecycle;
 mod serial;
+mod shared;
 mod vmotion;
 
 use std::time::Duration;

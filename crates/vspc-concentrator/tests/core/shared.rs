@@ -1,0 +1,96 @@
+//! vMotions shared with other concentrators (`shared_vmotions`): GOAHEAD keys are reported
+//! for publishing, a PEER for a key held here is answered here, one for a key held nowhere
+//! here is reported and then refused or handed off, byte for byte.
+
+use super::*;
+use bytes::Bytes;
+
+fn shared_config() -> ConcentratorConfig {
+    let mut c = config();
+    c.shared_vmotions = true;
+    c
+}
+
+/// A destination's blind handshake whose PEER carries `key`.
+fn destination(key: &[u8]) -> Vec<u8> {
+    let mut wire = vec![
+        0xff, 0xfb, 0x25, 0xff, 0xfd, 0x00, 0xff, 0xfd, 0x03, 0xff, 0xfd, 0x01, 0xff, 0xfb, 0x00,
+        0xff, 0xfb, 0x03, 0xff, 0xfb, 0xe8,
+    ];
+    wire.extend_from_slice(&[0xff, 0xfa, 0xe8, 0x2c]);
+    wire.extend_from_slice(key);
+    wire.extend_from_slice(&[0xff, 0xf0]);
+    wire
+}
+
+const PEER_REFUSED: &[u8] = &[0xff, 0xfa, 0xe8, 0x03, 0x2c, 0xff, 0xf0];
+
+#[test]
+fn a_goahead_reports_its_key_and_a_local_peer_completes_here() {
+    let mut h = Harness::new(shared_config());
+    let i = h.add_numbered_vm(1);
+    h.take_events();
+    assert!(h.vmotion(i, VmotionPlan::new(Bytes::from_static(b"\x44\xda\x87\xf1"))));
+    let events = h.take_events();
+    let offered: Vec<&Bytes> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::HandoverOffered { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered.len(), 1, "{events:?}");
+    assert!(offered[0].starts_with(b"\x44\xda\x87\xf1"));
+    // The destination reached this concentrator: its PEER is answered here, no detour.
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::PeerElsewhere { .. })));
+    let outcome = h.vms[i].events.iter().rev().find_map(|e| match e {
+        EmulatorEvent::Vmotion(o) => Some(o.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(outcome, Some(VmotionOutcome::Completed { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn a_peer_for_a_key_held_elsewhere_is_reported_then_refused_or_handed_off() {
+    let mut h = Harness::new(shared_config());
+    let key = b"\x01\x02\x03\x04\x05\x06\x07\x08";
+    for hand_off in [false, true] {
+        let s = h.raw_connect().unwrap();
+        h.take_events();
+        h.raw_input(s, &destination(key));
+        let events = h.take_events();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::PeerElsewhere { conn, key: k } if *conn == s && k[..] == key[..]
+            )),
+            "{events:?}"
+        );
+        // Nothing is answered until the driver decides.
+        assert!(find(&h.raw[&s].received, PEER_REFUSED).is_none());
+        assert!(!h.core.is_identified(s));
+        let now = h.now;
+        if hand_off {
+            let before = h.raw[&s].received.len();
+            h.core.hand_off(now, s);
+            h.run();
+            // Forgotten without a word: the other instance answers.
+            assert_eq!(h.raw[&s].received.len(), before);
+            assert_eq!(h.core.endpoint().session(s).map(|_| ()), None);
+        } else {
+            h.core.refuse_peer(now, s);
+            h.run();
+            assert!(h.raw[&s].received.ends_with(PEER_REFUSED));
+        }
+    }
+    assert!(h.core.vms(VmId(0), 10).is_empty());
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
