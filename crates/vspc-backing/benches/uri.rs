@@ -8,8 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vspc_backing::{AuthParams, ProxyUri, ServiceUri};
 
-const THUMBPRINT: &str =
-    "7E:A3:9C:53:0D:32:38:0F:58:2B:7B:36:3C:8F:6F:C2:64:35:AF:51";
+const THUMBPRINT: &str = "7E:A3:9C:53:0D:32:38:0F:58:2B:7B:36:3C:8F:6F:C2:64:35:AF:51";
 
 fn proxy_uris() -> Vec<String> {
     vec![

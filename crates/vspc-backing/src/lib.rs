@@ -90,7 +90,7 @@ mod validate;
 mod vmx;
 
 pub use builder::ProxiedPortBuilder;
-pub use error::{UriError, UriErrorKind, UriRole, ValidationError};
+pub use error::ValidationError;
 #[cfg(feature = "serde")]
 pub use json::ReconfigVmTaskBody;
 pub use keepalive::{KeepIdle, OptionValueError, PortIndex, PortIndexError, VmotionLimit};
@@ -108,7 +108,7 @@ pub use option::{
 pub use thumbprint::{Thumbprint, ThumbprintError};
 pub use uri::{
     AddressFamily, AuthKey, AuthParam, AuthParams, Host, ProxyScheme, ProxyUri, Scheme, ServiceUri,
-    Transport, UrlConversionError,
+    Transport, UriError, UriErrorKind, UriRole, UrlConversionError,
 };
 pub use validate::{ServiceTarget, ValidatedBacking, ValidationPolicy, Warning};
 pub use vmx::{parse_vmx, VmxError, VmxSerialPort, VMX_KEY_BASE};

@@ -2,10 +2,13 @@
 
 use std::fmt;
 
-use crate::error::{UriError, UriErrorKind, UriRole, ValidationError};
+use crate::error::ValidationError;
 use crate::model::{Direction, UriBackingInfo};
 use crate::thumbprint::Thumbprint;
-use crate::uri::{AddressFamily, AuthKey, AuthParams, ProxyUri, Scheme, ServiceUri, Transport};
+use crate::uri::{
+    AddressFamily, AuthKey, AuthParams, ProxyUri, Scheme, ServiceUri, Transport, UriError,
+    UriErrorKind, UriRole,
+};
 
 /// How strict validation is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

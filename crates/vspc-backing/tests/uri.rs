@@ -652,3 +652,90 @@ fn conversion_from_url_applies_the_grammar() {
         })
     );
 }
+
+/// Where a text has several faults, the one reported is fixed by the grammar: a path or a
+/// query first, then the split of host and port, the host, the port, user info, the missing
+/// port, and the authentication parameters last.
+#[test]
+fn the_first_fault_in_grammar_order_is_the_one_reported() {
+    let invalid_host = |host: &str, reason| UriErrorKind::InvalidHost {
+        host: host.into(),
+        reason,
+    };
+    let cases = [
+        // A path wins over everything in the address, and runs to the `#`.
+        (
+            "telnet://u@[x:99999/p@q#verify",
+            UriErrorKind::UnexpectedText {
+                text: "/p@q".into(),
+            },
+        ),
+        // Text after a closed bracket, before the host is read.
+        (
+            "telnet://[zz]x:1",
+            UriErrorKind::UnexpectedText { text: "x:1".into() },
+        ),
+        // Two colons outside brackets: the whole host and port is named.
+        (
+            "telnet://h%zz:1:2",
+            invalid_host("h%zz:1:2", "an IPv6 literal must be in brackets"),
+        ),
+        // The host before the port, and both before user info.
+        (
+            "telnet://u:pw@b%d:99999",
+            invalid_host("b%d", "incomplete percent-encoding"),
+        ),
+        (
+            "telnet://u@h:99999",
+            UriErrorKind::InvalidPort {
+                port: "99999".into(),
+            },
+        ),
+        // User info before a missing port, which comes before the parameters.
+        ("telnet://u@h#bogus", UriErrorKind::UserInfo),
+        ("telnet://h#bogus", UriErrorKind::MissingPort),
+        // The scheme is everything before the first `://` ahead of any `#`.
+        (
+            "a:b://h:1",
+            UriErrorKind::UnknownScheme {
+                scheme: "a:b".into(),
+            },
+        ),
+        ("h:1#x://y", UriErrorKind::AuthNotAllowed { scheme: None }),
+        // The first faulty parameter.
+        (
+            "telnet://h:1#verify&&bogus",
+            UriErrorKind::EmptyAuthParam { index: 1 },
+        ),
+        (
+            "telnet://h:1#Verify&",
+            UriErrorKind::UnknownAuthKey {
+                key: "Verify".into(),
+            },
+        ),
+    ];
+    for (s, kind) in cases {
+        assert_eq!(service_err(s).kind(), &kind, "{s}");
+    }
+    // A host on its own: a final `]` makes it a malformed address, anything else after the
+    // first `]` an unclosed bracket; a colon outside brackets outranks any other fault.
+    for (s, reason) in [
+        ("[::1]]", "not an IPv6 address"),
+        ("[::1]x", "unclosed bracket"),
+        ("[", "unclosed bracket"),
+        ("[]", "not an IPv6 address"),
+        ("%z:a", "an IPv6 literal must be in brackets"),
+        ("01.2.3.4", ""),
+    ] {
+        let parsed = s.parse::<Host>();
+        if reason.is_empty() {
+            assert!(parsed.is_ok_and(|h| h.is_name()), "{s}");
+        } else {
+            assert_eq!(
+                parsed.map_err(|e| e.kind().clone()),
+                Err(invalid_host(s, reason)),
+                "{s}"
+            );
+        }
+    }
+}
