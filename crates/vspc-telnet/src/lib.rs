@@ -12,6 +12,8 @@
 //!   [`Policy`]; it never answers an answer, so negotiation cannot loop.
 //! - [`Telnet`]: the three together with an outbound buffer: the type most users want.
 //! - [`comport`]: RFC 2217 messages, typed.
+//! - With the `tokio-codec` feature, `TelnetCodec`: the decoder and the encoder as a
+//!   `tokio_util::codec` `Decoder` and `Encoder`, for `Framed`.
 //!
 //! # The driving contract
 //! Nothing here performs I/O, reads a clock or spawns anything. Feed received bytes to
@@ -24,6 +26,10 @@
 //! BINARY is off in a direction the NVT rules apply to it: a received `CR NUL` is delivered as
 //! CR, and a CR sent without a following LF goes out as `CR NUL`. With BINARY on (as on every
 //! VM connection) bytes pass unchanged.
+//!
+//! # Features
+//! - `tokio-codec`: `TelnetCodec` and `TelnetFrame`, for `tokio_util::codec::Framed`. The
+//!   sans-IO core depends on neither tokio nor tokio-util; this feature adds tokio-util only.
 //!
 //! # Panics and bounds
 //! No function panics on any input. The only accumulator is the subnegotiation buffer,
@@ -53,6 +59,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(feature = "tokio-codec")]
+mod codec;
 mod command;
 pub mod comport;
 pub mod consts;
@@ -63,6 +71,8 @@ mod negotiation;
 mod scan;
 mod telnet;
 
+#[cfg(feature = "tokio-codec")]
+pub use codec::{TelnetCodec, TelnetFrame};
 pub use command::{Command, Side, UnknownCommand, Verb};
 pub use consts::option;
 pub use decoder::{Decoder, Event, DEFAULT_MAX_SUBNEGOTIATION};
