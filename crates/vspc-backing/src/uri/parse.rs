@@ -73,28 +73,36 @@ where
     }
 }
 
-/// nom's `take_till` for ASCII delimiters, found with `memchr` on the bytes: the text up to
-/// the first delimiter (or all of it). nom's own scans over `&str` decode every `char`,
-/// which made this grammar slower than the hand-written one it replaced.
+/// nom's `take_till` for ASCII delimiters, scanning bytes: the text up to the first
+/// delimiter (or all of it). nom's own scans over `&str` decode every `char`, which made this
+/// grammar slower than the hand-written one it replaced; `memchr` pays off on long texts
+/// only (most parts of a URI are a few bytes).
 pub(super) fn till<'a, R>(
     delimiters: &'static [u8],
 ) -> impl Fn(&'a str) -> PResult<'a, &'a str, R> + Copy {
     move |input: &'a str| {
         let bytes = input.as_bytes();
+        let long = bytes.len() >= LONG;
         let end = match *delimiters {
-            [a] => memchr::memchr(a, bytes),
-            [a, b] => memchr::memchr2(a, b, bytes),
-            [a, b, c] => memchr::memchr3(a, b, c, bytes),
+            [a] if long => memchr::memchr(a, bytes),
+            [a] => bytes.iter().position(|&x| x == a),
+            [a, b] if long => memchr::memchr2(a, b, bytes),
+            [a, b] => bytes.iter().position(|&x| x == a || x == b),
+            [a, b, c] if long => memchr::memchr3(a, b, c, bytes),
+            [a, b, c] => bytes.iter().position(|&x| x == a || x == b || x == c),
             _ => bytes.iter().position(|b| delimiters.contains(b)),
         };
         split_at(input, end.unwrap_or(input.len()))
     }
 }
 
+/// From this length on, `till` scans with `memchr`.
+const LONG: usize = 64;
+
 /// nom's `take_while1` on the bytes: at least one byte that `accept`s, up to the first that
 /// it does not (a `char` boundary: `accept` takes no non-ASCII byte, or stops at an ASCII one).
 pub(super) fn while1<'a, R>(
-    accept: fn(u8) -> bool,
+    accept: impl Fn(u8) -> bool + Copy,
 ) -> impl Fn(&'a str) -> PResult<'a, &'a str, R> + Copy {
     move |input: &'a str| {
         let end = input
