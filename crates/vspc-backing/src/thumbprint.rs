@@ -25,6 +25,27 @@ impl Thumbprint {
         Thumbprint(Sha1::digest(der).to_vec())
     }
 
+    /// A thumbprint from digest bytes computed elsewhere (e.g. a SHA-256 by the caller's
+    /// crypto library): 20 (SHA-1) or 32 (SHA-256) bytes, as the grammar allows.
+    ///
+    /// ```
+    /// use vspc_backing::Thumbprint;
+    ///
+    /// let t = Thumbprint::from_digest(&[0xab; 32])?;
+    /// assert_eq!(t.as_bytes().len(), 32);
+    /// assert!(Thumbprint::from_digest(&[0xab; 16]).is_err());
+    /// # Ok::<(), vspc_backing::ThumbprintError>(())
+    /// ```
+    pub fn from_digest(digest: &[u8]) -> Result<Thumbprint, ThumbprintError> {
+        if digest.len() == 20 || digest.len() == 32 {
+            Ok(Thumbprint(digest.to_vec()))
+        } else {
+            Err(ThumbprintError {
+                text: Thumbprint(digest.to_vec()).to_string(),
+            })
+        }
+    }
+
     /// The digest bytes (20 for SHA-1, 32 for SHA-256).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

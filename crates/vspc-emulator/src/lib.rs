@@ -16,9 +16,11 @@
 //! - [`Pattern`], [`Generator`], [`Verifier`], [`Recorder`]: streams whose byte `i` is a
 //!   function of `i`, so loss, duplication and reordering are caught at an exact offset.
 //! - [`Fault`] and [`Segmentation`]: fault injection as a transform on outgoing writes.
-//! - [`ProxyUri`]: `telnet://host:port` / `telnets://host:port`.
 //! - With the `tokio` feature, `driver`: one VM or a fleet of thousands over real sockets,
-//!   with TLS (rustls) for `telnets`.
+//!   each commanded through a handle (vMotion, `connected`, faults, serial output) and
+//!   observed through its events; `telnets` proxies are verified as ESXi verifies them, by
+//!   the proxyURI's `thumbprint`, `certificate` and `peerName` parameters. The proxyURI and
+//!   keepIdle types are vspc-backing's ([`vspc_backing::ProxyUri`], [`vspc_backing::KeepIdle`]).
 //!
 //! # The driving contract (sans-IO)
 //! The core performs no I/O, spawns nothing and reads no clock. The driver:
@@ -94,18 +96,17 @@ mod error;
 mod fault;
 pub mod lab;
 mod pattern;
-mod uri;
 mod vm;
 
 pub use connection::ConnId;
 pub use error::EmulatorError;
 pub use fault::{Fault, Segmentation};
 pub use pattern::{Generator, OutputConfig, Pattern, Rate, Recorder, Verifier, VerifyError};
-pub use uri::{ProxyUri, Scheme, UriError, DEFAULT_PROXY_PORT};
 pub use vm::{
     AbortReason, EmulatedVm, EmulatorConfig, EmulatorEvent, FinOrder, SerialPortConfig, Stats,
     Transmit, VmIdentity, VmotionOutcome, VmotionPlan,
 };
+pub use vspc_backing;
 pub use vspc_proto;
 
 // The README's example, compiled and run as a doctest.

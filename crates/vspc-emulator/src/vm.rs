@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use vspc_backing::KeepIdle;
 use vspc_proto::vspc_telnet::encode_subnegotiation;
 use vspc_proto::{
     Command, Direction, Message, ProtocolError, Uuid, VmConfig, VmEvent, VmName, VmRole, VmUuid,
@@ -60,8 +61,9 @@ pub struct SerialPortConfig {
     pub direction: Direction,
     /// `connectable.startConnected`: connect at power-on. Default: true.
     pub start_connected: bool,
-    /// `serialN.keepIdle`. Default: 300 s.
-    pub keep_idle: Duration,
+    /// `serialN.keepIdle` (the TCP keepalive of the connection). Default: 300 s;
+    /// [`KeepIdle::detection_bound`] is how long a host takes to give a silent peer up.
+    pub keep_idle: KeepIdle,
     /// `serialN.vmotionLimit`: how long the source waits for GOAHEAD, and the destination for
     /// PEER-OK. Default: 5000 ms.
     pub vmotion_limit: Duration,
@@ -78,19 +80,11 @@ impl Default for SerialPortConfig {
             service_uri: Bytes::from_static(b"vSPC.py"),
             direction: Direction::Server,
             start_connected: true,
-            keep_idle: Duration::from_secs(300),
+            keep_idle: KeepIdle::DEFAULT,
             vmotion_limit: Duration::from_millis(5000),
             com_port_delay: Some(Duration::from_millis(45)),
             max_subnegotiation: 16 * 1024,
         }
-    }
-}
-
-impl SerialPortConfig {
-    /// How long after the last activity a host that sends `keep_idle` keepalive probes gives a
-    /// silent peer up: `keep_idle + 5 * keep_idle / 100` (315 s by default).
-    pub fn keepalive_limit(&self) -> Duration {
-        self.keep_idle + self.keep_idle / 100 * 5
     }
 }
 

@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
-use vspc_emulator::driver::{run_fleet, Report, Target};
-use vspc_emulator::{EmulatorConfig, OutputConfig, Pattern, ProxyUri, Rate, VmIdentity};
+use vspc_emulator::driver::{run_fleet, spawn, ConnectError, EventKind, Report, Target, TlsRejection};
+use vspc_emulator::vspc_backing::{ProxyUri, Thumbprint};
+use vspc_emulator::{EmulatorConfig, EmulatorEvent, OutputConfig, Pattern, Rate, VmIdentity};
 use vspc_proto::{ProxyConfig, ProxyEvent, ProxySession, SessionId};
 
 /// Bytes the proxy sends each VM once it is identified.
@@ -139,13 +140,8 @@ async fn a_fleet_identifies_and_streams_exactly_over_telnet() {
     let count = 5;
     let proxy = tokio::spawn(proxy(listener, None, count));
     let uri: ProxyUri = format!("telnet://127.0.0.1:{port}").parse().unwrap();
-    let report = run_fleet(
-        count,
-        Target::new(uri, 2),
-        Duration::from_millis(800),
-        vm_config,
-    )
-    .await;
+    let target = Target::builder(uri).max_connecting(2).build().unwrap();
+    let report = run_fleet(count, target, Duration::from_millis(800), vm_config).await;
     let seen = tokio::time::timeout(Duration::from_secs(10), proxy)
         .await
         .unwrap()
@@ -153,8 +149,9 @@ async fn a_fleet_identifies_and_streams_exactly_over_telnet() {
     assert_exact(&report, &seen, count);
 }
 
-#[tokio::test]
-async fn telnets_with_a_private_root_identifies_and_streams_exactly() {
+/// A TLS acceptor presenting a fresh self-signed certificate for `localhost`, and that
+/// certificate.
+fn tls_server() -> (TlsAcceptor, CertificateDer<'static>) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert_der: CertificateDer<'static> = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
@@ -165,15 +162,21 @@ async fn telnets_with_a_private_root_identifies_and_streams_exactly() {
         .with_no_client_auth()
         .with_single_cert(vec![cert_der.clone()], key)
         .unwrap();
+    (TlsAcceptor::from(Arc::new(server)), cert_der)
+}
+
+#[tokio::test]
+async fn telnets_with_a_private_root_identifies_and_streams_exactly() {
+    let (acceptor, cert_der) = tls_server();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let proxy = tokio::spawn(proxy(
-        listener,
-        Some(TlsAcceptor::from(Arc::new(server))),
-        2,
-    ));
+    let proxy = tokio::spawn(proxy(listener, Some(acceptor), 2));
     let uri: ProxyUri = format!("telnets://localhost:{port}").parse().unwrap();
-    let target = Target::new(uri, 2).with_roots(vec![cert_der]).unwrap();
+    let target = Target::builder(uri)
+        .roots(vec![cert_der])
+        .max_connecting(2)
+        .build()
+        .unwrap();
     let report = run_fleet(2, target, Duration::from_millis(800), vm_config).await;
     let seen = tokio::time::timeout(Duration::from_secs(10), proxy)
         .await
@@ -185,28 +188,89 @@ async fn telnets_with_a_private_root_identifies_and_streams_exactly() {
 #[tokio::test]
 async fn telnets_refuses_a_proxy_it_does_not_trust() {
     let trusted = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let presented = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(presented.key_pair.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![presented.cert.der().clone()], key)
-        .unwrap();
+    let (acceptor, _) = tls_server();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = TlsAcceptor::from(Arc::new(server));
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let _ = acceptor.accept(tcp).await;
     });
     let uri: ProxyUri = format!("telnets://localhost:{port}").parse().unwrap();
-    let target = Target::new(uri, 1)
-        .with_roots(vec![trusted.cert.der().clone()])
+    let target = Target::builder(uri)
+        .roots(vec![trusted.cert.der().clone()])
+        .build()
         .unwrap();
     let report = run_fleet(1, target, Duration::from_millis(300), vm_config).await;
     assert_eq!(report.connected, 0, "{report:?}");
     assert_eq!(report.identified, 0, "{report:?}");
     assert!(report.errors >= 1, "{report:?}");
+}
+
+/// The first connect outcome among `events`: the connection's TLS flag, or why it failed.
+async fn first_connect(
+    events: &mut tokio::sync::mpsc::Receiver<vspc_emulator::driver::Event>,
+) -> Result<bool, ConnectError> {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the VM runs");
+        match event.kind {
+            EventKind::Connected { tls, .. } => return Ok(tls),
+            EventKind::ConnectFailed { error, .. } => return Err(error),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn telnets_verifies_the_proxy_by_the_uri_thumbprint_as_esxi_does() {
+    let (acceptor, cert_der) = tls_server();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy = tokio::spawn(proxy(listener, Some(acceptor), 2));
+    let thumbprint = Thumbprint::sha1_of_der(&cert_der);
+
+    // No roots at all: the thumbprint alone vouches for the proxy.
+    let uri: ProxyUri = format!("telnets://127.0.0.1:{port}#thumbprint={thumbprint}")
+        .parse()
+        .unwrap();
+    let (vm, mut events) = spawn(vm_config(1), Target::new(uri).unwrap());
+    assert!(first_connect(&mut events).await.unwrap(), "over TLS");
+
+    // A thumbprint of another certificate: refused, and the reason says which.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let wrong = Thumbprint::sha1_of_der(other.cert.der());
+    let uri: ProxyUri = format!("telnets://127.0.0.1:{port}#thumbprint={wrong}")
+        .parse()
+        .unwrap();
+    let (refused, mut refused_events) = spawn(vm_config(2), Target::new(uri).unwrap());
+    let error = first_connect(&mut refused_events).await.unwrap_err();
+    assert!(
+        matches!(&error, ConnectError::Rejected(TlsRejection::ThumbprintMismatch { expected, got })
+            if *expected == wrong && *got == thumbprint),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "TLS: the proxy's certificate was refused: thumbprint mismatch: expected {wrong}, got {thumbprint}"
+        )
+    );
+    let report = refused.stop().await;
+    assert_eq!((report.connected, report.errors), (0, 1), "{report:?}");
+
+    // The accepted VM identifies, and its handle commands it.
+    loop {
+        let event = events.recv().await.unwrap();
+        if matches!(
+            event.kind,
+            EventKind::Emulator(EmulatorEvent::ProxyAnswered { accepted: true, .. })
+        ) {
+            break;
+        }
+    }
+    let report = vm.stop().await;
+    assert_eq!((report.connected, report.identified), (1, 1), "{report:?}");
+    proxy.abort();
 }

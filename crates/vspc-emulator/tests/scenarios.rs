@@ -468,7 +468,7 @@ fn proxy_close_reconnects_after_the_configured_delay() {
     let second = lab.vm().current_conn().unwrap();
     assert_eq!(lab.current(), Some(second));
     assert_eq!(
-        SerialPortConfig::default().keepalive_limit(),
+        SerialPortConfig::default().keep_idle.detection_bound(),
         Duration::from_secs(315)
     );
 }
