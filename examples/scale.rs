@@ -1,6 +1,6 @@
 //! End-to-end scale benchmark of the concentrator: the example proxy in a child process, a
-//! fleet of emulated VMs (vspc-emulator's sans-IO `EmulatedVm`, one lean tokio task each) and
-//! telnet clients in this one, over loopback. One table for each fleet size.
+//! fleet of emulated VMs (vspc-emulator's tokio driver, one task each) and telnet clients in
+//! this one, over loopback. One table for each fleet size.
 //!
 //! ```text
 //! cargo build --release --examples
@@ -22,7 +22,7 @@
 //! - stream: one VM writes `--stream-mib` MiB as fast as it can, one client reads and
 //!   verifies every byte; fan-out: the same to `--fanout` clients at once (per client).
 #![forbid(unsafe_code)]
-// The IO layer of the sans-IO emulator: reading the clock is its job.
+// A load generator timing the proxy: reading the clock is its job.
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
@@ -30,7 +30,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,9 +40,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
+use vspc_emulator::driver::{self, EventKind, Spawner, Target};
 use vspc_emulator::{
-    ConnId, EmulatedVm, EmulatorConfig, EmulatorEvent, Pattern, Transmit, VmIdentity,
-    VmotionOutcome, VmotionPlan,
+    EmulatorConfig, EmulatorEvent, Pattern, VmIdentity, VmotionOutcome, VmotionPlan,
 };
 use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
 
@@ -218,16 +219,9 @@ async fn metric(admin: SocketAddr, name: &str) -> Option<u64> {
 
 // ----- the fleet -----
 
-enum Cmd {
-    /// vMotion now; answer when it ends.
-    Vmotion(u32, oneshot::Sender<Motion>),
-    /// Client bytes received so far, and whether they all matched the pattern.
-    Received(oneshot::Sender<(u64, bool)>),
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Motion {
-    /// VMOTION-BEGIN written to GOAHEAD read.
+    /// The vMotion command to GOAHEAD read.
     goahead: Option<Duration>,
     completed: bool,
 }
@@ -240,220 +234,108 @@ fn fleet_config(n: u64) -> EmulatorConfig {
     config
 }
 
-async fn readable(conns: &[(ConnId, TcpStream)], at: usize) -> usize {
-    match conns.get(at) {
-        Some((_, stream)) => {
-            let _ = stream.readable().await;
-            at
-        }
-        None => std::future::pending().await,
-    }
+/// The target of the bench's VMs: each connects from a loopback address of its own (with
+/// 20,000 connections from one address, the kernel's search for a free ephemeral port took
+/// 30% of the load generator's CPU and bounded vMotions/s).
+fn target(addr: SocketAddr, connecting: usize) -> Target {
+    let uri = format!("telnet://{addr}").parse().expect("a telnet proxyURI");
+    Target::builder(uri)
+        .max_connecting(connecting)
+        .loopback_sources(true)
+        .connect_timeout(WAIT)
+        .build()
+        .expect("a telnet target")
 }
 
-enum Wake {
-    Cmd(Option<Cmd>),
-    Read(usize),
-    Timer,
-}
+/// A vMotion someone waits for: when it was commanded, its GOAHEAD latency, the answer.
+type Waiter = (Instant, Option<Duration>, oneshot::Sender<Motion>);
 
-/// Connects to `addr` from a loopback address of VM `n`'s own (127.0.0.2 to 127.0.0.254)
-/// when `addr` is on loopback: with 20,000 connections from one address, the kernel's search
-/// for a free ephemeral port took 30% of the load generator's CPU and bounded vMotions/s.
-async fn connect_from(n: u64, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    match addr {
-        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            let last = 2 + (n % 253) as u8;
-            socket.bind(SocketAddr::from(([127, 0, 0, last], 0)))?;
-            socket.connect(addr).await
-        }
-        _ => TcpStream::connect(addr).await,
-    }
-}
-
-/// One VM: a lean driver of the sans-IO emulator (no read buffer held while idle, one task).
-async fn run_vm(
-    n: u64,
-    addr: SocketAddr,
-    limit: Arc<Semaphore>,
-    identified: mpsc::UnboundedSender<u64>,
-    mut cmds: mpsc::Receiver<Cmd>,
-) -> u64 {
-    let mut vm = EmulatedVm::new(fleet_config(n));
-    let mut conns: Vec<(ConnId, TcpStream)> = Vec::with_capacity(2);
-    let mut errors = 0u64;
-    let mut announced = false;
-    let mut pending: Option<(oneshot::Sender<Motion>, Instant, Option<Duration>)> = None;
-    let mut read_at = Instant::now();
-    vm.power_on(read_at);
-    loop {
-        while let Some(transmit) = vm.poll_transmit() {
-            match transmit {
-                Transmit::Open { conn } => {
-                    // The destination opens on GOAHEAD: the read that carried it ends the wait.
-                    if let Some((_, begin, goahead @ None)) = &mut pending {
-                        *goahead = Some(read_at.saturating_duration_since(*begin));
-                    }
-                    let connect = async {
-                        let _permit = limit.acquire().await.ok()?;
-                        let stream = connect_from(n, addr).await.ok()?;
-                        stream.set_nodelay(true).ok()?;
-                        Some(stream)
-                    };
-                    match connect.await {
-                        Some(stream) => conns.push((conn, stream)),
-                        None => {
-                            errors += 1;
-                            vm.handle_closed(Instant::now(), conn);
-                        }
-                    }
-                }
-                Transmit::Write { conn, bytes } => {
-                    if let Some((_, stream)) = conns.iter_mut().find(|(c, _)| *c == conn) {
-                        if stream.write_all(&bytes).await.is_err() {
-                            errors += 1;
-                        }
-                    }
-                }
-                Transmit::Close { conn } => {
-                    if let Some(at) = conns.iter().position(|(c, _)| *c == conn) {
-                        let (_, mut stream) = conns.swap_remove(at);
-                        let _ = stream.shutdown().await;
-                    }
-                }
-            }
-        }
-        while let Some(event) = vm.poll_event() {
-            match event {
-                EmulatorEvent::ProxyAnswered { accepted: true, .. } if !announced => {
-                    announced = true;
-                    let _ = identified.send(n);
-                }
-                EmulatorEvent::Vmotion(outcome) => {
-                    if let Some((answer, _, goahead)) = pending.take() {
-                        let completed = matches!(outcome, VmotionOutcome::Completed { .. });
-                        let _ = answer.send(Motion { goahead, completed });
-                    }
-                }
-                EmulatorEvent::ProtocolError { .. } => errors += 1,
-                _ => {}
-            }
-        }
-        let timeout = vm.poll_timeout();
-        let wake = tokio::select! {
-            cmd = cmds.recv() => Wake::Cmd(cmd),
-            at = readable(&conns, 0) => Wake::Read(at),
-            at = readable(&conns, 1) => Wake::Read(at),
-            () = async {
-                match timeout {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => Wake::Timer,
-        };
-        match wake {
-            Wake::Cmd(None) => break,
-            Wake::Cmd(Some(Cmd::Vmotion(sequence, answer))) => {
-                let now = Instant::now();
-                let plan = VmotionPlan::new(Bytes::copy_from_slice(&sequence.to_be_bytes()));
-                match vm.start_vmotion(now, plan) {
-                    Ok(()) => pending = Some((answer, now, None)),
-                    Err(_) => {
-                        let _ = answer.send(Motion {
-                            goahead: None,
-                            completed: false,
-                        });
-                    }
-                }
-            }
-            Wake::Cmd(Some(Cmd::Received(answer))) => {
-                let recorder = vm.recorder();
-                let ok = recorder
-                    .verifier()
-                    .is_some_and(|v| v.first_error().is_none());
-                let _ = answer.send((recorder.total(), ok));
-            }
-            Wake::Timer => vm.handle_timeout(Instant::now()),
-            Wake::Read(at) => {
-                let mut buf = [0u8; 4096];
-                let conn = conns[at].0;
-                let read = conns[at].1.try_read(&mut buf);
-                read_at = Instant::now();
-                match read {
-                    Ok(0) => {
-                        conns.swap_remove(at);
-                        vm.handle_closed(read_at, conn);
-                    }
-                    Ok(len) => vm.handle_input(read_at, conn, &buf[..len]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        conns.swap_remove(at);
-                        vm.handle_closed(read_at, conn);
-                    }
-                }
-            }
-        }
-    }
-    vm.power_off();
-    while let Some(transmit) = vm.poll_transmit() {
-        if let Transmit::Close { conn } = transmit {
-            if let Some(at) = conns.iter().position(|(c, _)| *c == conn) {
-                let (_, mut stream) = conns.swap_remove(at);
-                let _ = stream.shutdown().await;
-            }
-        }
-    }
-    errors
-}
-
+/// VMs on the emulator's driver, numbered from `first`; one task routes their events.
 struct Fleet {
-    cmds: Vec<mpsc::Sender<Cmd>>,
-    tasks: Vec<JoinHandle<u64>>,
+    first: u64,
+    vms: driver::Fleet,
+    waiters: Arc<Mutex<HashMap<u64, Waiter>>>,
+    dispatch: JoinHandle<()>,
 }
 
 impl Fleet {
     /// Starts VMs `first..first + count`; returns once all have been answered WILL-PROXY
-    /// (bounded), with the time the last was.
-    async fn start(first: u64, count: u64, addr: SocketAddr, limit: &Arc<Semaphore>) -> Fleet {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut fleet = Fleet {
-            cmds: Vec::new(),
-            tasks: Vec::new(),
-        };
-        for n in first..first + count {
-            let (cmd_tx, cmd_rx) = mpsc::channel(4);
-            fleet.cmds.push(cmd_tx);
-            fleet.tasks.push(tokio::spawn(run_vm(
-                n,
-                addr,
-                limit.clone(),
-                tx.clone(),
-                cmd_rx,
-            )));
-        }
-        drop(tx);
+    /// (bounded).
+    async fn start(first: u64, count: u64, addr: SocketAddr, connecting: usize) -> Fleet {
+        let (tx, mut events) = mpsc::channel(driver::FLEET_EVENTS);
+        let spawner = Spawner::new(target(addr, connecting))
+            .events(tx)
+            .without_client_data();
+        let vms = (first..first + count)
+            .map(|n| spawner.spawn(n, fleet_config(n)))
+            .collect();
+        drop(spawner);
+        let waiters: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
+        let (identified_tx, mut identified) = mpsc::unbounded_channel();
+        let routes = waiters.clone();
+        let dispatch = tokio::spawn(async move {
+            let mut announced = std::collections::HashSet::new();
+            while let Some(event) = events.recv().await {
+                match event.kind {
+                    EventKind::Emulator(EmulatorEvent::ProxyAnswered { accepted: true, .. }) => {
+                        if announced.insert(event.vm) {
+                            let _ = identified_tx.send(event.vm);
+                        }
+                    }
+                    EventKind::VmotionGoahead { .. } => {
+                        if let Some((begun, goahead, _)) = routes.lock().unwrap().get_mut(&event.vm)
+                        {
+                            *goahead = Some(event.at.saturating_duration_since(*begun));
+                        }
+                    }
+                    EventKind::Emulator(EmulatorEvent::Vmotion(outcome)) => {
+                        if let Some((_, goahead, answer)) = routes.lock().unwrap().remove(&event.vm)
+                        {
+                            let completed = matches!(outcome, VmotionOutcome::Completed { .. });
+                            let _ = answer.send(Motion { goahead, completed });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut seen = 0;
         while seen < count {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            match tokio::time::timeout_at(deadline, identified.recv()).await {
                 Ok(Some(_)) => seen += 1,
                 _ => break,
             }
         }
-        fleet
+        Fleet {
+            first,
+            vms,
+            waiters,
+            dispatch,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.vms.vms().len()
     }
 
     async fn vmotion(&self, at: usize, sequence: u32) -> Motion {
-        let (tx, rx) = oneshot::channel();
         let failed = Motion {
             goahead: None,
             completed: false,
         };
-        if self.cmds[at]
-            .send(Cmd::Vmotion(sequence, tx))
-            .await
-            .is_err()
-        {
+        let Some(vm) = self.vms.vms().get(at) else {
+            return failed;
+        };
+        let (tx, rx) = oneshot::channel();
+        let n = self.first + at as u64;
+        self.waiters
+            .lock()
+            .unwrap()
+            .insert(n, (Instant::now(), None, tx));
+        let plan = VmotionPlan::new(Bytes::copy_from_slice(&sequence.to_be_bytes()));
+        if vm.vmotion(plan).is_err() {
+            self.waiters.lock().unwrap().remove(&n);
             return failed;
         }
         tokio::time::timeout(WAIT, rx)
@@ -463,30 +345,19 @@ impl Fleet {
             .unwrap_or(failed)
     }
 
-    async fn received(&self, at: usize) -> (u64, bool) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmds[at].send(Cmd::Received(tx)).await.is_err() {
-            return (0, false);
-        }
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or((0, false))
+    /// Client bytes VM `at` received, and whether they all matched its pattern.
+    fn received(&self, at: usize) -> (u64, bool) {
+        self.vms.vms().get(at).map_or((0, false), |vm| {
+            let report = vm.report();
+            (report.client_received, report.client_mismatches == 0)
+        })
     }
 
     /// Powers every VM off; returns the errors they saw.
     async fn stop(self) -> u64 {
-        drop(self.cmds);
-        let mut errors = 0;
-        for task in self.tasks {
-            errors += tokio::time::timeout(WAIT, task)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(1);
-        }
-        errors
+        let report = tokio::time::timeout(WAIT, self.vms.stop()).await;
+        self.dispatch.abort();
+        report.map_or(1, |report| report.errors)
     }
 }
 
@@ -600,47 +471,28 @@ const STREAM_WINDOW: u64 = 8 << 20;
 /// A VM writing `total` stream bytes as fast as it can to `clients` clients, each verifying
 /// every byte. Returns MB/s per client (slowest) and whether every byte was right.
 async fn stream(proxy: &ProxyProc, n: u64, clients: usize, total: u64) -> Option<(f64, bool)> {
-    // The handshake, by the emulator, then the socket carries the stream directly.
-    let mut vm = EmulatedVm::new(fleet_config(n));
-    vm.power_on(Instant::now());
-    let mut socket: Option<TcpStream> = None;
-    let ident_deadline = Instant::now() + Duration::from_secs(10);
-    let mut identified_at: Option<Instant> = None;
-    loop {
-        while let Some(transmit) = vm.poll_transmit() {
-            match transmit {
-                Transmit::Open { .. } => {
-                    let s = TcpStream::connect(proxy.vm).await.ok()?;
-                    s.set_nodelay(true).ok()?;
-                    socket = Some(s);
-                }
-                Transmit::Write { bytes, .. } => socket.as_mut()?.write_all(&bytes).await.ok()?,
-                Transmit::Close { .. } => return None,
+    // One VM on the emulator's driver; the guest writes the stream to its serial port.
+    let (tx, mut events) = mpsc::channel(driver::VM_EVENTS);
+    let vm = Spawner::new(target(proxy.vm, 1))
+        .events(tx)
+        .without_client_data()
+        .spawn(n, fleet_config(n));
+    let identified = async {
+        while let Some(event) = events.recv().await {
+            if matches!(
+                event.kind,
+                EventKind::Emulator(EmulatorEvent::ProxyAnswered { accepted: true, .. })
+            ) {
+                return Some(());
             }
         }
-        while let Some(event) = vm.poll_event() {
-            if matches!(event, EmulatorEvent::ProxyAnswered { accepted: true, .. }) {
-                identified_at = Some(Instant::now());
-            }
-        }
-        let now = Instant::now();
-        if now > ident_deadline {
-            return None;
-        }
-        if identified_at.is_some_and(|at| now > at + Duration::from_millis(100)) {
-            break;
-        }
-        let s = socket.as_mut()?;
-        let mut buf = [0u8; 4096];
-        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return None,
-            Ok(Ok(len)) => {
-                let conn = vm.current_conn()?;
-                vm.handle_input(Instant::now(), conn, &buf[..len]);
-            }
-            Err(_) => vm.handle_timeout(Instant::now()),
-        }
-    }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(10), identified)
+        .await
+        .ok()??;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(events);
     let name = VmIdentity::numbered(n).name;
     let mut readers = Vec::new();
     // The writer keeps at most STREAM_WINDOW ahead of the slowest client: the proxy drops a
@@ -692,11 +544,6 @@ async fn stream(proxy: &ProxyProc, n: u64, clients: usize, total: u64) -> Option
             (Instant::now(), offset == total && ok)
         }));
     }
-    let (mut reader, mut writer) = socket?.into_split();
-    let drain = tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while matches!(reader.read(&mut buf).await, Ok(len) if len > 0) {}
-    });
     let chunk: Vec<u8> = (0..STREAM_CHUNK as u64).map(stream_byte).collect();
     let start = Instant::now();
     let mut written = 0u64;
@@ -716,7 +563,7 @@ async fn stream(proxy: &ProxyProc, n: u64, clients: usize, total: u64) -> Option
             }
         }
         let len = (total - written).min(STREAM_CHUNK as u64) as usize;
-        writer.write_all(&chunk[..len]).await.ok()?;
+        vm.write(&chunk[..len]).ok()?;
         written += len as u64;
     }
     let mut slowest = start;
@@ -726,7 +573,7 @@ async fn stream(proxy: &ProxyProc, n: u64, clients: usize, total: u64) -> Option
         slowest = slowest.max(done);
         all_ok &= ok;
     }
-    drain.abort();
+    vm.stop().await;
     let secs = slowest.duration_since(start).as_secs_f64();
     Some((total as f64 / secs / 1e6, all_ok))
 }
@@ -794,13 +641,13 @@ async fn sample_goahead(
     offset: usize,
 ) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(count);
-    let stride = (fleet.cmds.len() / count.max(1)).max(1);
+    let stride = (fleet.len() / count.max(1)).max(1);
     for i in 0..count {
         if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
         }
         *seq += 1;
-        let at = (i * stride + 7 + offset) % fleet.cmds.len();
+        let at = (i * stride + 7 + offset) % fleet.len();
         if let Motion {
             goahead: Some(latency),
             completed: true,
@@ -816,7 +663,6 @@ async fn sample_goahead(
 async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     let proxy = spawn_proxy(cli)?;
     let pid = proxy.child.id();
-    let limit = Arc::new(Semaphore::new(cli.connecting));
     let mut row = Row {
         vms: n,
         ..Row::default()
@@ -837,7 +683,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
         }
         None
     });
-    let fleet = Fleet::start(0, n, proxy.vm, &limit).await;
+    let fleet = Fleet::start(0, n, proxy.vm, cli.connecting).await;
     let listed = watch.await.ok().flatten();
     row.held = metric(proxy.admin, "vspc_vms_connected").await.unwrap_or(0);
     if let Some(done) = listed {
@@ -863,8 +709,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
                 .build()
                 .ok()?;
             runtime.block_on(async move {
-                let limit = Arc::new(Semaphore::new(PROBES as usize));
-                let probes = Fleet::start(3_000_000, PROBES, addr, &limit).await;
+                let probes = Fleet::start(3_000_000, PROBES, addr, PROBES as usize).await;
                 let mut seq = 0u32;
                 let idle = sample_goahead(&probes, samples, None, &mut seq, 0).await;
                 idle_tx.send(idle).ok()?;
@@ -898,9 +743,8 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
                 .build()
                 .ok()?;
             runtime.block_on(async move {
-                let limit = Arc::new(Semaphore::new(connecting));
                 let started = Instant::now();
-                let fleet = Fleet::start(1_000_000, count, addr, &limit).await;
+                let fleet = Fleet::start(1_000_000, count, addr, connecting).await;
                 let rate = count as f64 / started.elapsed().as_secs_f64();
                 done.store(true, Ordering::Relaxed);
                 let _ = tokio::task::spawn_blocking(move || release_rx.recv_timeout(WAIT)).await;
@@ -990,7 +834,7 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     for (vm, typist) in typists.iter().enumerate() {
         loop {
-            let (received, ok) = fleet.received(vm).await;
+            let (received, ok) = fleet.received(vm);
             if received >= typist.sent || !ok || Instant::now() > deadline {
                 if received == typist.sent && ok {
                     exact += 1;

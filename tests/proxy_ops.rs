@@ -17,21 +17,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use vspc_emulator::{Fault, Segmentation, VmIdentity};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
 
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
 #[tokio::test]
 async fn admin_lists_vms_as_json_and_serves_metrics() {
     let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
@@ -101,19 +86,9 @@ async fn telnets_end_to_end_with_the_printed_thumbprint() {
     let printed = proxy.proxy_uris[0].split_once("#thumbprint=").unwrap().1;
     assert_eq!(printed.parse::<vspc_backing::Thumbprint>(), Ok(thumbprint));
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let target = Target {
-        addr: proxy.tls_addrs[0],
-        tls: Some(tokio_rustls::TlsConnector::from(Arc::new(tls))),
-    };
+    // The VM connects with exactly the printed proxyURI, verifying the proxy by its
+    // thumbprint as ESXi does (no root store).
+    let target = Target::new(proxy.proxy_uris[0].parse().unwrap()).unwrap();
     let vm = TestVm::start(vm_config(41), target);
     identified(&proxy, "vm-00041").await;
     assert_eq!(vms(&proxy.snapshot())[0]["tls"], true);

@@ -1,22 +1,19 @@
-//! Test drivers over real loopback sockets: emulated VMs (vspc-emulator's sans-IO
-//! `EmulatedVm`, driven by a small tokio driver here, since the crate's own tokio driver is
-//! not in yet) and telnet clients.
+//! Test helpers over real loopback sockets: emulated VMs (vspc-emulator's tokio driver, with
+//! what each VM's clients sent collected for assertions) and telnet clients.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)] // each test binary uses part of it; IO layer
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
-use vspc_emulator::{ConnId, EmulatedVm, EmulatorConfig, EmulatorEvent, Transmit};
+use vspc_emulator::driver::{self, EventKind, Vm};
+pub use vspc_emulator::driver::Target;
+use vspc_emulator::{EmulatedVm, EmulatorConfig, EmulatorEvent};
 use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
 
-/// Every wait in the tests is bounded by this.
 /// A test VM: numbered identity (`vm-0000n`), no COM-PORT offer, a large record of what its
 /// clients send.
 pub fn vm_config(n: u64) -> EmulatorConfig {
@@ -31,27 +28,23 @@ pub async fn identified(proxy: &vspc_server::Server, name: &str) {
     wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
 }
 
+/// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Where emulated VMs connect.
-#[derive(Clone)]
-pub struct Target {
-    pub addr: SocketAddr,
-    pub tls: Option<tokio_rustls::TlsConnector>,
+/// `Target::plain(addr)`: a `telnet://` target.
+pub trait PlainTarget {
+    /// The `telnet://addr` target.
+    fn plain(addr: SocketAddr) -> Target;
 }
 
-impl Target {
-    pub fn plain(addr: SocketAddr) -> Target {
-        Target { addr, tls: None }
+impl PlainTarget for Target {
+    fn plain(addr: SocketAddr) -> Target {
+        Target::new(format!("telnet://{addr}").parse().expect("a telnet proxyURI"))
+            .expect("a telnet target")
     }
 }
 
-enum Cmd {
-    Write(Bytes),
-    Close,
-}
-
-/// What the driver collected.
+/// What the driver reported.
 #[derive(Default)]
 pub struct Seen {
     /// Client bytes the VM received, in order, across all its connections.
@@ -59,56 +52,50 @@ pub struct Seen {
     pub events: Vec<EmulatorEvent>,
 }
 
-struct Inner {
-    vm: EmulatedVm,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<Cmd>>,
-    seen: Seen,
-}
-
-/// One emulated VM over tokio sockets.
+/// One emulated VM over tokio sockets (the crate's driver), with its events collected.
 pub struct TestVm {
-    inner: Arc<Mutex<Inner>>,
-    kick: Arc<Notify>,
-    task: JoinHandle<()>,
+    vm: Vm,
+    seen: Arc<Mutex<Seen>>,
+    collector: JoinHandle<()>,
 }
 
 impl Drop for TestVm {
     fn drop(&mut self) {
-        self.task.abort();
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        for tx in inner.conns.values() {
-            let _ = tx.send(Cmd::Close);
-        }
+        self.collector.abort();
     }
 }
 
 impl TestVm {
-    /// Starts the driver and powers the VM on.
+    /// Powers the VM on.
     pub fn start(config: EmulatorConfig, target: Target) -> TestVm {
-        let inner = Arc::new(Mutex::new(Inner {
-            vm: EmulatedVm::new(config),
-            conns: HashMap::new(),
-            seen: Seen::default(),
-        }));
-        let kick = Arc::new(Notify::new());
-        let task = tokio::spawn(drive(inner.clone(), kick.clone(), target));
-        let vm = TestVm { inner, kick, task };
-        vm.with(|vm, now| vm.power_on(now));
-        vm
+        let (vm, mut events) = driver::spawn(config, target);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let collected = seen.clone();
+        let collector = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let EventKind::Emulator(event) = event.kind {
+                    let mut seen = collected.lock().unwrap();
+                    if let EmulatorEvent::ClientData { bytes, .. } = &event {
+                        seen.received.extend_from_slice(bytes);
+                    }
+                    seen.events.push(event);
+                }
+            }
+        });
+        TestVm {
+            vm,
+            seen,
+            collector,
+        }
     }
 
     /// Runs a command on the VM, then lets the driver move its transmits.
     pub fn with<R>(&self, f: impl FnOnce(&mut EmulatedVm, Instant) -> R) -> R {
-        let result = {
-            let mut inner = self.inner.lock().unwrap();
-            f(&mut inner.vm, Instant::now())
-        };
-        self.kick.notify_one();
-        result
+        self.vm.with(f)
     }
 
     pub fn seen<R>(&self, f: impl FnOnce(&Seen) -> R) -> R {
-        f(&self.inner.lock().unwrap().seen)
+        f(&self.seen.lock().unwrap())
     }
 
     pub fn received(&self) -> Vec<u8> {
@@ -119,18 +106,16 @@ impl TestVm {
     pub async fn wait(&self, what: &str, cond: impl Fn(&EmulatedVm, &Seen) -> bool) {
         let deadline = Instant::now() + WAIT;
         loop {
-            {
-                let inner = self.inner.lock().unwrap();
-                if cond(&inner.vm, &inner.seen) {
-                    return;
-                }
-                if Instant::now() > deadline {
-                    panic!(
-                        "timed out waiting for {what}; received {:?}; events {:?}",
-                        String::from_utf8_lossy(&inner.seen.received),
-                        inner.seen.events
-                    );
-                }
+            if self.vm.with(|vm, _| cond(vm, &self.seen.lock().unwrap())) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let seen = self.seen.lock().unwrap();
+                panic!(
+                    "timed out waiting for {what}; received {:?}; events {:?}",
+                    String::from_utf8_lossy(&seen.received),
+                    seen.events
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -150,135 +135,6 @@ impl TestVm {
         })
         .await;
     }
-}
-
-async fn drive(inner: Arc<Mutex<Inner>>, kick: Arc<Notify>, target: Target) {
-    loop {
-        let next = {
-            let mut guard = inner.lock().unwrap();
-            let now = Instant::now();
-            if guard.vm.poll_timeout().is_some_and(|t| t <= now) {
-                guard.vm.handle_timeout(now);
-            }
-            let Inner { vm, conns, seen } = &mut *guard;
-            while let Some(transmit) = vm.poll_transmit() {
-                match transmit {
-                    Transmit::Open { conn } => {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        conns.insert(conn, tx);
-                        tokio::spawn(connection(
-                            inner.clone(),
-                            kick.clone(),
-                            target.clone(),
-                            conn,
-                            rx,
-                        ));
-                    }
-                    Transmit::Write { conn, bytes } => {
-                        if let Some(tx) = conns.get(&conn) {
-                            let _ = tx.send(Cmd::Write(bytes));
-                        }
-                    }
-                    Transmit::Close { conn } => {
-                        if let Some(tx) = conns.remove(&conn) {
-                            let _ = tx.send(Cmd::Close);
-                        }
-                    }
-                }
-            }
-            while let Some(event) = vm.poll_event() {
-                if let EmulatorEvent::ClientData { bytes, .. } = &event {
-                    seen.received.extend_from_slice(bytes);
-                }
-                seen.events.push(event);
-            }
-            vm.poll_timeout()
-        };
-        let sleep = next
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
-            .min(Instant::now() + Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep_until(sleep.into()) => {}
-            _ = kick.notified() => {}
-        }
-    }
-}
-
-async fn connection(
-    inner: Arc<Mutex<Inner>>,
-    kick: Arc<Notify>,
-    target: Target,
-    conn: ConnId,
-    rx: mpsc::UnboundedReceiver<Cmd>,
-) {
-    let closed = |inner: &Arc<Mutex<Inner>>| {
-        inner.lock().unwrap().vm.handle_closed(Instant::now(), conn);
-        kick.notify_one();
-    };
-    let tcp = match TcpStream::connect(target.addr).await {
-        Ok(tcp) => tcp,
-        Err(_) => return closed(&inner),
-    };
-    let _ = tcp.set_nodelay(true);
-    match &target.tls {
-        None => pump(inner, kick.clone(), conn, tcp, rx).await,
-        Some(connector) => {
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            match connector.connect(name, tcp).await {
-                Ok(tls) => pump(inner, kick.clone(), conn, tls, rx).await,
-                Err(_) => closed(&inner),
-            }
-        }
-    }
-}
-
-async fn pump<S>(
-    inner: Arc<Mutex<Inner>>,
-    kick: Arc<Notify>,
-    conn: ConnId,
-    stream: S,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let reader_inner = inner.clone();
-    let reader_kick = kick.clone();
-    let reader_task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16384];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    reader_inner
-                        .lock()
-                        .unwrap()
-                        .vm
-                        .handle_input(Instant::now(), conn, &buf[..n]);
-                    reader_kick.notify_one();
-                }
-            }
-        }
-        reader_inner
-            .lock()
-            .unwrap()
-            .vm
-            .handle_closed(Instant::now(), conn);
-        reader_kick.notify_one();
-    });
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            Cmd::Write(bytes) => {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            Cmd::Close => break,
-        }
-    }
-    let _ = writer.shutdown().await;
-    // After our FIN the emulator has forgotten the connection; drop the read side too.
-    reader_task.abort();
 }
 
 /// A telnet client (what a person's `telnet` does, minus the terminal).
@@ -544,15 +400,26 @@ pub async fn line_after(lines: &mut StartupLines, prefix: &str) -> String {
 /// The proxy example on ephemeral loopback ports, no admin listener, console logs named
 /// `{name}.log` in `log_dir`, its start-up lines on a piped stdout: set stderr, then spawn.
 pub fn proxy_example(log_dir: &std::path::Path, log_level: &str) -> tokio::process::Command {
+    let mut command = proxy_command(log_dir, log_level);
+    command.arg("--no-admin");
+    command
+}
+
+/// [`proxy_example`] with its admin listener on an ephemeral loopback port (its start-up line
+/// `admin http://ADDR/vms ...`).
+pub fn proxy_example_with_admin(
+    log_dir: &std::path::Path,
+    log_level: &str,
+) -> tokio::process::Command {
+    let mut command = proxy_command(log_dir, log_level);
+    command.args(["--admin-listen", "127.0.0.1:0"]);
+    command
+}
+
+fn proxy_command(log_dir: &std::path::Path, log_level: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(example_binary("proxy"));
     command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--client-listen",
-            "127.0.0.1:0",
-            "--no-admin",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
         .args(["--log-name", "{name}.log", "--log-level", log_level])
         .arg("--log-dir")
         .arg(log_dir)
@@ -560,4 +427,20 @@ pub fn proxy_example(log_dir: &std::path::Path, log_level: &str) -> tokio::proce
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     command
+}
+
+/// One HTTP/1.1 GET (the admin listener closes after answering): the head and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
 }
