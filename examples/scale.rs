@@ -25,12 +25,12 @@
 // A load generator timing the proxy: reading the clock is its job.
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -238,7 +238,9 @@ fn fleet_config(n: u64) -> EmulatorConfig {
 /// 20,000 connections from one address, the kernel's search for a free ephemeral port took
 /// 30% of the load generator's CPU and bounded vMotions/s).
 fn target(addr: SocketAddr, connecting: usize) -> Target {
-    let uri = format!("telnet://{addr}").parse().expect("a telnet proxyURI");
+    let uri = format!("telnet://{addr}")
+        .parse()
+        .expect("a telnet proxyURI");
     Target::builder(uri)
         .max_connecting(connecting)
         .loopback_sources(true)
@@ -277,10 +279,10 @@ impl Fleet {
             let mut announced = std::collections::HashSet::new();
             while let Some(event) = events.recv().await {
                 match event.kind {
-                    EventKind::Emulator(EmulatorEvent::ProxyAnswered { accepted: true, .. }) => {
-                        if announced.insert(event.vm) {
-                            let _ = identified_tx.send(event.vm);
-                        }
+                    EventKind::Emulator(EmulatorEvent::ProxyAnswered {
+                        accepted: true, ..
+                    }) if announced.insert(event.vm) => {
+                        let _ = identified_tx.send(event.vm);
                     }
                     EventKind::VmotionGoahead { .. } => {
                         if let Some((begun, goahead, _)) = routes.lock().unwrap().get_mut(&event.vm)

@@ -10,6 +10,8 @@
 //! While it runs, commands on stdin (one per line) act on every VM: `v` vMotion, `r`
 //! reconnect, `d` disconnect, `c` connect, `f <fault>` inject a fault, `q` quit.
 #![forbid(unsafe_code)]
+// An application around the driver: it may read the clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,10 @@ use vspc_emulator::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "vm", about = "Emulated ESXi VMs whose serial ports point at a vSPC proxy")]
+#[command(
+    name = "vm",
+    about = "Emulated ESXi VMs whose serial ports point at a vSPC proxy"
+)]
 struct Cli {
     /// The proxyURI (`telnet://host:port` or `telnets://host:port#thumbprint=...`).
     #[arg(default_value = "telnet://127.0.0.1:13370")]
@@ -140,7 +145,11 @@ fn show(event: &Event, quiet: bool) {
     }
     let line = match &event.kind {
         EventKind::Connected { conn, tls } => {
-            let over = if *tls { "telnets, proxy verified" } else { "telnet" };
+            let over = if *tls {
+                "telnets, proxy verified"
+            } else {
+                "telnet"
+            };
             format!("conn {}: connected ({over})", conn.0)
         }
         EventKind::VmotionBegun { conn } => format!("conn {}: vMotion begun", conn.0),
@@ -283,11 +292,16 @@ async fn main() -> std::process::ExitCode {
     let mut reconnects = interval(cli.reconnect_every);
     let mut faults = cli.fault.as_ref().map(|_| {
         let every = cli.fault_every.unwrap_or(Duration::from_secs(1));
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), every);
+        let mut timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer
     });
-    let mut faults_left = if cli.fault_every.is_some() { u64::MAX } else { 1 };
+    let mut faults_left = if cli.fault_every.is_some() {
+        u64::MAX
+    } else {
+        1
+    };
     let end = tokio::time::sleep(Duration::from_secs(cli.seconds));
     tokio::pin!(end);
     let started = Instant::now();

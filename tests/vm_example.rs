@@ -44,7 +44,10 @@ async fn start_proxy(dir: &std::path::Path, tls: bool) -> Started {
         }
         false => None,
     };
-    let clients = line_after(&mut lines, "clients telnet ").await.parse().unwrap();
+    let clients = line_after(&mut lines, "clients telnet ")
+        .await
+        .parse()
+        .unwrap();
     let admin = line_after(&mut lines, "admin http://").await;
     let admin = admin.split_once('/').unwrap().0.parse().unwrap();
     Started {
@@ -94,7 +97,10 @@ async fn the_vm_example_connects_with_the_printed_telnets_uri_and_says_why_not_o
     let dir = temp_dir("vm-example-tls");
     let proxy = start_proxy(&dir, true).await;
     let uri = proxy.telnets.clone().unwrap();
-    let (right, _) = uri.split_once("#thumbprint=").map(|(_, t)| (t.to_owned(), ())).unwrap();
+    let (right, _) = uri
+        .split_once("#thumbprint=")
+        .map(|(_, t)| (t.to_owned(), ()))
+        .unwrap();
 
     let (ok, stdout, stderr) = run(&mut vm_example(&[&uri, "1", "1"])).await;
     assert!(ok, "{stdout}\n{stderr}");
@@ -125,9 +131,16 @@ async fn the_vm_example_connects_with_the_printed_telnets_uri_and_says_why_not_o
 async fn the_vm_example_vmotions_every_interval_and_no_client_loses_a_byte() {
     let dir = temp_dir("vm-example-vmotion");
     let proxy = start_proxy(&dir, false).await;
-    let mut vm = vm_example(&[&proxy.vm, "1", "4", "--vmotion-every", "600ms", "--expect-typed"])
-        .spawn()
-        .unwrap();
+    let mut vm = vm_example(&[
+        &proxy.vm,
+        "1",
+        "4",
+        "--vmotion-every",
+        "600ms",
+        "--expect-typed",
+    ])
+    .spawn()
+    .unwrap();
     let stdout = vm.stdout.take().unwrap();
     let stderr = vm.stderr.take().unwrap();
     let collect = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
@@ -216,7 +229,10 @@ async fn wait_until_listed(admin: SocketAddr, name: &str) {
         if has_vm(&listing, name) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{name} not listed: {listing:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not listed: {listing:#}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use vspc_emulator::driver::{self, EventKind, Vm};
 pub use vspc_emulator::driver::Target;
+use vspc_emulator::driver::{self, EventKind, Vm};
 use vspc_emulator::{EmulatedVm, EmulatorConfig, EmulatorEvent};
 use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
 
@@ -39,8 +39,12 @@ pub trait PlainTarget {
 
 impl PlainTarget for Target {
     fn plain(addr: SocketAddr) -> Target {
-        Target::new(format!("telnet://{addr}").parse().expect("a telnet proxyURI"))
-            .expect("a telnet target")
+        Target::new(
+            format!("telnet://{addr}")
+                .parse()
+                .expect("a telnet proxyURI"),
+        )
+        .expect("a telnet target")
     }
 }
 

@@ -148,6 +148,22 @@ impl KeepIdle {
         index.option_name(KeepIdle::SUFFIX)
     }
 
+    /// The socket's TCP keepalive in this model (feature `socket2`): idle `keepIdle`, then
+    /// [`PROBES`](KeepIdle::PROBES) probes every keepIdle/100, in whole seconds and at least
+    /// one (what the socket option can carry), so a vanished peer is noticed within
+    /// [`detection_bound`](KeepIdle::detection_bound). ESXi sets it on its connection to the
+    /// proxy, and a concentrator on its VM connections to notice a vanished host as soon.
+    #[cfg(feature = "socket2")]
+    pub fn tcp_keepalive(self) -> socket2::TcpKeepalive {
+        let interval = Duration::from_secs(self.probe_interval().as_secs().max(1));
+        let params = socket2::TcpKeepalive::new()
+            .with_time(self.idle())
+            .with_interval(interval);
+        #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+        let params = params.with_retries(KeepIdle::PROBES);
+        params
+    }
+
     /// The `extraConfig` entry setting this keepIdle on port `index`.
     pub fn to_option(self, index: PortIndex) -> OptionValue {
         OptionValue::new(KeepIdle::option_name(index), self.0.to_string())

@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
-use vspc_emulator::driver::{run_fleet, spawn, ConnectError, EventKind, Report, Target, TlsRejection};
+use vspc_emulator::driver::{
+    run_fleet, spawn, ConnectError, EventKind, Report, Target, TlsRejection,
+};
 use vspc_emulator::vspc_backing::{ProxyUri, Thumbprint};
 use vspc_emulator::{EmulatorConfig, EmulatorEvent, OutputConfig, Pattern, Rate, VmIdentity};
 use vspc_proto::{ProxyConfig, ProxyEvent, ProxySession, SessionId};

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -199,13 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> VmLink<S> {
 /// Sets TCP keepalive after ESXi's keepIdle model: idle `keepIdle`, then 5 probes every
 /// keepIdle/100, so a vanished host is noticed within keepIdle x 1.05, as ESXi notices us.
 pub fn set_keepalive(stream: &tokio::net::TcpStream, keep_idle_secs: u32) {
-    let keep_idle = KeepIdle::from_secs(keep_idle_secs);
-    let interval = keep_idle.probe_interval().max(Duration::from_secs(1));
-    let params = socket2::TcpKeepalive::new()
-        .with_time(keep_idle.idle())
-        .with_interval(interval);
-    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
-    let params = params.with_retries(KeepIdle::PROBES);
+    let params = KeepIdle::from_secs(keep_idle_secs).tcp_keepalive();
     if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
         tracing::warn!(%error, "cannot set TCP keepalive on a VM connection");
     }
@@ -269,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for VmLink<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The kernel holds what ESXi's keepIdle model asks: idle keepIdle, then 5 probes every
     /// keepIdle/100 (whole seconds, at least 1), so a dead host is found by keepIdle * 1.05.

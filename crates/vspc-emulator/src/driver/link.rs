@@ -181,12 +181,18 @@ impl Target {
     pub(crate) async fn connect(&self, n: u64, keep_idle: KeepIdle) -> Result<Link, ConnectError> {
         let connect = async {
             let _permit = self.connect_limit.acquire().await;
-            let tcp = self.connect_tcp(n, keep_idle).await.map_err(|source| {
-                ConnectError::Tcp {
-                    uri: format!("{}://{}:{}", self.uri.scheme(), self.uri.host(), self.uri.port()),
+            let tcp = self
+                .connect_tcp(n, keep_idle)
+                .await
+                .map_err(|source| ConnectError::Tcp {
+                    uri: format!(
+                        "{}://{}:{}",
+                        self.uri.scheme(),
+                        self.uri.host(),
+                        self.uri.port()
+                    ),
                     source,
-                }
-            })?;
+                })?;
             match &self.tls {
                 None => Ok(Link::Tcp(tcp)),
                 Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
@@ -221,16 +227,9 @@ impl Target {
     }
 }
 
-/// ESXi's keepalive on its connection to the proxy: idle `keepIdle`, then
-/// [`KeepIdle::PROBES`] probes every keepIdle/100 (whole seconds, at least one).
+/// ESXi's keepalive on its connection to the proxy ([`KeepIdle::tcp_keepalive`]).
 fn set_keepalive(tcp: &TcpStream, keep_idle: KeepIdle) -> io::Result<()> {
-    let interval = keep_idle.probe_interval().max(Duration::from_secs(1));
-    let params = socket2::TcpKeepalive::new()
-        .with_time(keep_idle.idle())
-        .with_interval(interval);
-    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
-    let params = params.with_retries(KeepIdle::PROBES);
-    socket2::SockRef::from(tcp).set_tcp_keepalive(&params)
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&keep_idle.tcp_keepalive())
 }
 
 /// The most one read takes from a connection.

@@ -3,7 +3,7 @@
 //! process, each commanded through a handle and observed through its events.
 //!
 //! This is only the IO around the sans-IO [`EmulatedVm`]: it owns the sockets and the clock
-//! and follows the crate's driving contract. Each [`Transmit::Write`] is one socket write, so
+//! and follows the crate's driving contract. Each [`Transmit::Write`](crate::Transmit::Write) is one socket write, so
 //! segment boundaries survive as far as the kernel keeps them (Nagle is off).
 //!
 //! # The contract

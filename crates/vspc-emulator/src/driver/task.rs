@@ -91,10 +91,9 @@ impl Driver {
         while let Some(transmit) = state.vm.poll_transmit() {
             if let Transmit::Open { conn } = transmit {
                 if state.vm.destination_conn() == Some(conn) {
-                    self.pending.push_back(self.event(
-                        now,
-                        EventKind::VmotionGoahead { destination: conn },
-                    ));
+                    self.pending.push_back(
+                        self.event(now, EventKind::VmotionGoahead { destination: conn }),
+                    );
                 }
             }
             self.transmits.push_back(transmit);

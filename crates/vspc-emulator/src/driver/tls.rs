@@ -127,11 +127,7 @@ impl ProxyVerifier {
             Some(pem) => {
                 let mut reader = pem.as_bytes();
                 let first = rustls_pemfile::certs(&mut reader).next();
-                Some(
-                    first
-                        .and_then(Result::ok)
-                        .ok_or(PolicyError::Certificate)?,
-                )
+                Some(first.and_then(Result::ok).ok_or(PolicyError::Certificate)?)
             }
         };
         let peer_name = auth
@@ -302,11 +298,20 @@ mod tests {
     fn thumbprints_pin_the_leaf_by_sha1_or_sha256() {
         let leaf = cert(&["localhost"]);
         let sha1 = Thumbprint::sha1_of_der(&leaf);
-        assert_eq!(check(&verifier(&format!("thumbprint={sha1}"), &[]), &leaf), Ok(()));
+        assert_eq!(
+            check(&verifier(&format!("thumbprint={sha1}"), &[]), &leaf),
+            Ok(())
+        );
         let lower = sha1.to_string().to_lowercase();
-        assert_eq!(check(&verifier(&format!("thumbprint={lower}"), &[]), &leaf), Ok(()));
+        assert_eq!(
+            check(&verifier(&format!("thumbprint={lower}"), &[]), &leaf),
+            Ok(())
+        );
         let sha256 = digest_like(&Thumbprint::from_digest(&[0; 32]).unwrap(), &leaf);
-        assert_eq!(check(&verifier(&format!("thumbprint={sha256}"), &[]), &leaf), Ok(()));
+        assert_eq!(
+            check(&verifier(&format!("thumbprint={sha256}"), &[]), &leaf),
+            Ok(())
+        );
 
         let other = cert(&["localhost"]);
         let wrong = Thumbprint::sha1_of_der(&other);
@@ -322,7 +327,10 @@ mod tests {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let leaf = certified.cert.der().clone();
         let pem = certified.cert.pem();
-        assert_eq!(check(&verifier(&format!("certificate={pem}"), &[]), &leaf), Ok(()));
+        assert_eq!(
+            check(&verifier(&format!("certificate={pem}"), &[]), &leaf),
+            Ok(())
+        );
         let other = cert(&["localhost"]);
         assert!(matches!(
             check(&verifier(&format!("certificate={pem}"), &[]), &other),
@@ -342,7 +350,10 @@ mod tests {
         let sha1 = Thumbprint::sha1_of_der(&leaf);
         let ok = verifier(&format!("thumbprint={sha1}&peerName=vspc.example.com"), &[]);
         assert_eq!(check(&ok, &leaf), Ok(()));
-        let wrong = verifier(&format!("thumbprint={sha1}&peerName=other.example.com"), &[]);
+        let wrong = verifier(
+            &format!("thumbprint={sha1}&peerName=other.example.com"),
+            &[],
+        );
         assert!(matches!(
             check(&wrong, &leaf),
             Err(TlsRejection::PeerNameMismatch { expected, .. }) if expected == "other.example.com"
