@@ -108,6 +108,9 @@ pub enum Op {
     RawInput(u8, Vec<u8>),
     /// A raw VM connection closes (fuzzing).
     RawClose(u8),
+    /// A telnet client negotiates COM-PORT (once) and sends this RFC 2217 payload
+    /// (fuzzing: purges, suspends and breaks change its stream, so it is tainted).
+    ComPort(u8, Vec<u8>),
 }
 
 /// How a scenario is set up.
@@ -209,6 +212,9 @@ struct ClientModel {
     typed: u64,
     /// Raw bytes were sent: its input is not checked.
     garbage: bool,
+    /// It negotiated COM-PORT (its output can be purged or held): its output is not
+    /// checked.
+    com_port: bool,
 }
 
 /// A scenario in progress.
@@ -456,6 +462,28 @@ impl Scenario {
                     }
                 }
             }
+            Op::ComPort(c, payload) => {
+                if let Some(k) = self.client(*c) {
+                    let id = self.clients[k].id;
+                    if !self.h.client(id).closed && self.h.client(id).transport == Transport::Telnet
+                    {
+                        self.clients[k].garbage = true;
+                        if !self.clients[k].com_port {
+                            self.clients[k].com_port = true;
+                            self.h.offer_com_port(id);
+                        }
+                        let mut wire = vec![0xff, 0xfa, 44];
+                        for &byte in payload {
+                            wire.push(byte);
+                            if byte == 0xff {
+                                wire.push(0xff);
+                            }
+                        }
+                        wire.extend_from_slice(&[0xff, 0xf0]);
+                        self.h.type_wire(id, &[&wire]);
+                    }
+                }
+            }
             Op::RawConnect => {
                 if self.raw.len() < 8 {
                     if let Ok(s) = self.h.raw_connect() {
@@ -517,6 +545,7 @@ impl Scenario {
             class: self.clients.len(),
             typed: 0,
             garbage: false,
+            com_port: false,
         });
     }
 
@@ -649,7 +678,7 @@ impl Scenario {
             let (Some((vm, _)), Some(at)) = (client.attached, client.attach_at) else {
                 continue;
             };
-            if self.tainted(&vm) {
+            if self.tainted(&vm) || self.clients.iter().any(|m| m.id == id && m.com_port) {
                 continue;
             }
             let stream = h.console.get(&vm).map_or(&[][..], Vec::as_slice);
@@ -794,7 +823,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// Reads a scenario from fuzzer bytes: a setup of 6 bytes, then operations of an opcode
-/// byte (modulo 24) and its arguments (missing bytes read as zero): `VmSend`, `Type` and
+/// byte (modulo 25) and its arguments (missing bytes read as zero): `VmSend`, `Type` and
 /// `Advance` take a size byte, `VmGarbage`, `ClientWire` and `RawInput` a length byte and
 /// that many bytes.
 pub fn decode(bytes: &[u8]) -> (Setup, Vec<Op>) {
@@ -830,7 +859,7 @@ pub fn decode(bytes: &[u8]) -> (Setup, Vec<Op>) {
     while !input.bytes.is_empty() && ops.len() < 200 {
         let op = input.byte();
         let x = input.byte();
-        ops.push(match op % 24 {
+        ops.push(match op % 25 {
             0 => Op::PowerOn(x),
             1 => Op::PowerOff(x),
             2 => Op::Reconnect(x),
@@ -869,7 +898,11 @@ pub fn decode(bytes: &[u8]) -> (Setup, Vec<Op>) {
                 let n = usize::from(input.byte());
                 Op::RawInput(x, input.take(n))
             }
-            _ => Op::RawClose(x),
+            23 => Op::RawClose(x),
+            _ => {
+                let n = usize::from(input.byte() % 8);
+                Op::ComPort(x, input.take(n))
+            }
         });
     }
     (setup, ops)
