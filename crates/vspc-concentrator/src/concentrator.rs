@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use vspc_proto::vspc_telnet::encode_data;
@@ -34,6 +34,10 @@ pub(crate) struct VmConn {
     /// It claimed a vMotion (a destination never identifies with DO-PROXY).
     pub(crate) claimed: bool,
 }
+
+/// How long after a stuck client's grace a deferred reconnect waits for its old
+/// connection's FIN to be read (the driver reads it once woken).
+const READ_AFTER_GRACE: Duration = Duration::from_millis(250);
 
 /// The sans-IO core of a virtual serial port concentrator.
 ///
@@ -90,6 +94,10 @@ pub struct Concentrator {
     /// Clients that fell a budget behind, by grace deadline (one that caught up since is
     /// skipped when its turn comes).
     pub(crate) behind: VecDeque<(Instant, ClientId)>,
+    /// Ready connections claiming an identity whose live connection is not being read (a
+    /// client of it is a budget behind, so its FIN may wait unread): reconnect or impostor
+    /// is decided when that connection closes or at the deadline.
+    pub(crate) deferred_binds: VecDeque<(Instant, SessionId)>,
     /// Clients dropped, whose connection the driver has not reported closed yet.
     pub(crate) closing_clients: usize,
     pub(crate) events: VecDeque<Event>,
@@ -165,6 +173,7 @@ impl Concentrator {
             unidentified: VecDeque::new(),
             selecting: VecDeque::new(),
             behind: VecDeque::new(),
+            deferred_binds: VecDeque::new(),
             selecting_count: 0,
             closing_clients: 0,
             events: VecDeque::new(),
@@ -296,6 +305,7 @@ impl Concentrator {
             self.unidentified.front().map(|(at, _)| *at),
             self.selecting.front().map(|(at, _)| *at),
             self.behind.front().map(|(at, _)| *at),
+            self.deferred_binds.front().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -337,6 +347,13 @@ impl Concentrator {
         }
         self.expire_selections(now);
         self.expire_behind(now);
+        while let Some(&(at, conn)) = self.deferred_binds.front() {
+            if at > now {
+                break;
+            }
+            self.deferred_binds.pop_front();
+            self.bind_now(now, conn);
+        }
     }
 
     /// A destination connection whose PEER was reported as
@@ -608,6 +625,65 @@ impl Concentrator {
     /// or a flagged separate entry when a live connection already holds the identity (only
     /// a vMotion secret authenticates a takeover).
     fn bind(&mut self, now: Instant, conn: SessionId) {
+        if self.held_unread(conn) {
+            // Within the grace the holder is read again (its client caught up or was
+            // dropped), and a little later its FIN has been read; never so long that the
+            // identification timeout closes this one.
+            let wait = self
+                .config
+                .slow_client_grace
+                .min(self.config.identify_timeout / 2);
+            let deadline = now + wait + READ_AFTER_GRACE;
+            self.deferred_binds.push_back((deadline, conn));
+            return;
+        }
+        self.bind_now(now, conn);
+    }
+
+    /// Whether `conn`'s identity is held by another live connection that is not being read:
+    /// its FIN (a reconnect) may be waiting behind its unread output.
+    fn held_unread(&self, conn: SessionId) -> bool {
+        let holder = self
+            .key_of(conn)
+            .and_then(|key| self.registry.find(&key))
+            .and_then(|vm| self.registry.get(vm))
+            .filter(|e| e.state != VmState::Migrating)
+            .and_then(|e| e.active);
+        holder.is_some_and(|active| active != conn && !self.vm_wants_input(active))
+    }
+
+    /// The identity a ready connection claims.
+    fn key_of(&self, conn: SessionId) -> Option<VmKey> {
+        let session = self.endpoint.session(conn)?;
+        let uuid = session.identity().vc_uuid.as_ref()?;
+        let request = session.proxy_request()?;
+        Some(VmKey::new(
+            &uuid.canonical().unwrap_or_else(|| uuid.raw_lossy()),
+            &String::from_utf8_lossy(&request.service_uri),
+        ))
+    }
+
+    /// Binds the deferred connections whose identity's holder closed or is read again.
+    fn retry_deferred_binds(&mut self, now: Instant) {
+        if self.deferred_binds.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.deferred_binds);
+        for (deadline, conn) in waiting {
+            if self.held_unread(conn) {
+                self.deferred_binds.push_back((deadline, conn));
+            } else {
+                self.bind_now(now, conn);
+            }
+        }
+    }
+
+    /// Binds a ready connection (see [`bind`](Self::bind)); one bound already, or gone, is
+    /// left alone.
+    fn bind_now(&mut self, now: Instant, conn: SessionId) {
+        if self.endpoint.data(conn).is_none_or(|c| c.vm.is_some()) {
+            return;
+        }
         let Some(session) = self.endpoint.session(conn) else {
             return;
         };
@@ -736,6 +812,8 @@ impl Concentrator {
         self.away_count += 1;
         self.events.push_back(Event::VmDisconnected { vm });
         self.notify_vm_clients(vm);
+        // A reconnect that arrived before this FIN was read is one.
+        self.retry_deferred_binds(now);
         while self.away_count > self.config.max_lingering {
             let Some((since, oldest)) = self.lingering.pop_front() else {
                 break;

@@ -5,6 +5,7 @@
 mod support;
 
 mod clients;
+mod flow;
 mod lifecycle;
 mod serial;
 mod shared;

@@ -523,8 +523,11 @@ impl Harness {
     /// The VM side closed `conn` after its writes: the core reads the FIN after what it has
     /// not read yet.
     fn fin_link(&mut self, i: usize, conn: ConnId) {
+        let not_read = |link: &Link, core: &Concentrator| {
+            !link.unread.is_empty() || link.session.is_some_and(|s| !core.vm_wants_input(s))
+        };
         match self.vms[i].links.get_mut(&conn) {
-            Some(link) if !link.unread.is_empty() => link.unread.push_back(Held::Close),
+            Some(link) if not_read(link, &self.core) => link.unread.push_back(Held::Close),
             _ => self.close_link(i, conn),
         }
     }
