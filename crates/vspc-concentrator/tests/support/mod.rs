@@ -398,6 +398,15 @@ impl Harness {
         self.vms[i].links.get(&conn)?.session
     }
 
+    /// Whether VM `i`'s current connection has writes the core has not read.
+    pub fn has_unread(&self, i: usize) -> bool {
+        self.vms[i]
+            .emu
+            .current_conn()
+            .and_then(|conn| self.vms[i].links.get(&conn))
+            .is_some_and(|l| l.unread.iter().any(|h| matches!(h, Held::Write(_))))
+    }
+
     /// The network drops VM `i`'s current connection: both ends see it closed (no FIN
     /// exchange, nothing in flight). False when it had none.
     pub fn cut(&mut self, i: usize) -> bool {

@@ -353,6 +353,11 @@ impl Scenario {
             Op::Cut(v) => {
                 let i = self.vm(*v);
                 self.closing(i);
+                // Output the core had not read yet (a client of it was behind) is lost with
+                // the connection.
+                if self.h.has_unread(i) {
+                    self.vms[i].output_lossy = true;
+                }
                 self.h.cut(i);
             }
             Op::VmSend(v, n) => {
