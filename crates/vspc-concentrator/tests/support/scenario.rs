@@ -284,7 +284,10 @@ impl Scenario {
             let endpoint = self.h.core.endpoint();
             let held = endpoint.session(s).is_some_and(|s| s.held_len() > 0);
             let queued = self.h.vms[i].stalled && endpoint.pending_transmit_len(s) > 0;
-            if held || queued {
+            // Not read (a client of it is behind), the core sees the close only later, and
+            // input it sends meanwhile goes to a closed connection, as over TCP.
+            let unread = !self.h.core.vm_wants_input(s);
+            if held || queued || unread {
                 self.vms[i].input_lossy = true;
             }
         }
