@@ -168,8 +168,13 @@ async fn a_destination_reaching_another_instance_is_carried_back_and_nothing_is_
     assert_eq!(entry["connections"], 2, "{entry:#}");
     assert_eq!(entry["clients"].as_array().unwrap().len(), 1);
     assert!(vms(&b.snapshot()).is_empty(), "{:#}", b.snapshot());
-    // The handover record was claimed, and so deleted.
+    // The handover record was claimed, and so deleted; B counted the destination it carried.
     assert_eq!(redis.command(&["DBSIZE"]).await.as_deref(), Some(":0"));
+    let metrics = b.handle().metrics_text();
+    assert!(
+        metrics.contains("vspc_shared_vmotions_total{event=\"carried\"} 1\n"),
+        "{metrics}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -228,6 +233,11 @@ async fn a_forged_peer_is_refused_and_redis_down_refuses_only_cross_instance_vmo
         .unwrap();
     read_until(&mut forged, PEER_REFUSED).await;
     assert!(vms(&b.snapshot()).is_empty());
+    let metrics = b.handle().metrics_text();
+    assert!(
+        metrics.contains("vspc_shared_vmotions_total{event=\"refused\"} 1\n"),
+        "{metrics}"
+    );
 
     // Redis goes away: a VM on A keeps being served, and a vMotion whose destination lands
     // on B is refused (B cannot find where it belongs); the VM stays on A, its client with it.
@@ -255,6 +265,13 @@ async fn a_forged_peer_is_refused_and_redis_down_refuses_only_cross_instance_vmo
     client.send(b"typed").await;
     vm.wait_received(b"typed").await;
     assert_eq!(vms(&a.snapshot())[0]["state"], "connected");
+    // A could not record the GOAHEAD, or B could not reach the store (or both).
+    let unavailable = |p: &Proxy, event: &str| {
+        p.handle().metrics_text().contains(&format!(
+            "vspc_shared_vmotions_total{{event=\"{event}\"}} 1\n"
+        ))
+    };
+    assert!(unavailable(&a, "unshared") || unavailable(&b, "store_unavailable"));
     a.shutdown().await;
     b.shutdown().await;
 }

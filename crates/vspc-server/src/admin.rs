@@ -204,6 +204,20 @@ pub(crate) fn metrics(hub: &Hub) -> String {
         "VM connections refused because their source is outside vm.allow.",
         &[("", hub.vm_denied)],
     );
+    let cluster = hub.cluster_counts;
+    metric(
+        "vspc_shared_vmotions_total",
+        "counter",
+        "Shared vMotions: destinations carried to the instance holding their vMotion, PEERs \
+         refused (no instance holds the key), refused (the store was unavailable), GOAHEADs \
+         the store did not record.",
+        &[
+            ("{event=\"carried\"}", cluster.carried),
+            ("{event=\"refused\"}", cluster.refused),
+            ("{event=\"store_unavailable\"}", cluster.unavailable),
+            ("{event=\"unshared\"}", cluster.unshared),
+        ],
+    );
     metric(
         "vspc_log_lines_suppressed_total",
         "counter",

@@ -97,6 +97,18 @@ pub(crate) struct Hub {
     cluster: Option<(Cluster, Weak<Shared>)>,
     /// Destination connections to carry to the instance that holds their vMotion.
     handoffs: HashMap<SessionId, SocketAddr>,
+    /// Shared vMotions: destinations carried to their owner, PEERs refused for want of a
+    /// record (or of the store), and GOAHEADs the store did not record.
+    pub(crate) cluster_counts: ClusterCounts,
+}
+
+/// What sharing vMotions did, for the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ClusterCounts {
+    pub(crate) carried: u64,
+    pub(crate) refused: u64,
+    pub(crate) unavailable: u64,
+    pub(crate) unshared: u64,
 }
 
 impl Hub {
@@ -131,6 +143,7 @@ impl Hub {
             started: (now, SystemTime::now()),
             cluster: None,
             handoffs: HashMap::new(),
+            cluster_counts: ClusterCounts::default(),
         }
     }
 
@@ -363,9 +376,13 @@ impl Hub {
                     let state = cluster.state.clone();
                     let owner = cluster.advertise;
                     let ttl = Cluster::ttl(deadline, Instant::now());
+                    let shared = self.cluster.as_ref().map(|(_, s)| s.clone());
                     tokio::spawn(async move {
                         if let Err(error) = state.offer(&digest(&key), owner, ttl).await {
                             tracing::warn!(%error, "vMotion not shared: a destination reaching another instance will be refused");
+                            if let Some(shared) = shared.and_then(|s| s.upgrade()) {
+                                shared.lock().cluster_counts.unshared += 1;
+                            }
                         }
                     });
                 }
@@ -386,14 +403,19 @@ impl Hub {
                             Ok(Some(owner)) if owner != me => {
                                 tracing::info!(session = conn.0, %owner, "PEER for a vMotion held elsewhere: carrying the destination there");
                                 hub.handoffs.insert(conn, owner);
+                                hub.cluster_counts.carried += 1;
                                 hub.core.hand_off(now, conn);
                                 if let Some(waker) = hub.vm_wakers.get(&conn) {
                                     waker.wake_by_ref();
                                 }
                             }
-                            Ok(_) => hub.core.refuse_peer(now, conn),
+                            Ok(_) => {
+                                hub.cluster_counts.refused += 1;
+                                hub.core.refuse_peer(now, conn);
+                            }
                             Err(error) => {
                                 tracing::warn!(%error, session = conn.0, "PEER refused: the shared state is unavailable");
+                                hub.cluster_counts.unavailable += 1;
                                 hub.core.refuse_peer(now, conn);
                             }
                         }
