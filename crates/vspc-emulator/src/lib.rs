@@ -32,6 +32,9 @@
 //!    [`Transmit::Write`] (exactly one socket write each: segment boundaries are part of the
 //!    emulation), [`Transmit::Close`], in order — and [`EmulatedVm::poll_event`].
 //!
+//! With the `tokio` feature, `driver` follows this contract for you: one task per VM, a
+//! handle to command it, its events on a channel (see the module's docs).
+//!
 //! # Time model
 //! Time is an argument (`now: Instant`); deadlines come out of `poll_timeout` as absolute
 //! instants, and calling `handle_timeout` early or late is harmless. Tests run a simulated
