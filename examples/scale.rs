@@ -564,7 +564,7 @@ async fn stream(proxy: &ProxyProc, n: u64, clients: usize, total: u64) -> Option
                 return None;
             }
         }
-        let len = (total - written).min(STREAM_CHUNK as u64) as usize;
+        let len = (total - written).min(chunk.len() as u64) as usize;
         vm.write(&chunk[..len]).ok()?;
         written += len as u64;
     }

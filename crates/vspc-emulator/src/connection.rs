@@ -175,15 +175,25 @@ impl HostConnection {
         }
     }
 
-    /// Whatever the session queued, as one write.
+    /// Whatever the session queued, as one write (without a copy when it queued one piece,
+    /// as for serial output: bulk output is not copied twice).
     pub(crate) fn take_output_as_write(&mut self) {
         self.flush_batch();
-        let mut write = Vec::new();
+        let mut single: Option<Bytes> = None;
+        let mut joined = Vec::new();
         while let Some(out) = self.session.poll_transmit() {
-            write.extend_from_slice(&out);
+            if let Some(first) = single.take() {
+                joined.extend_from_slice(&first);
+            }
+            if joined.is_empty() {
+                single = Some(out);
+            } else {
+                joined.extend_from_slice(&out);
+            }
         }
+        let write = single.unwrap_or_else(|| Bytes::from(joined));
         if !write.is_empty() {
-            self.writes.push_back(Bytes::from(write));
+            self.writes.push_back(write);
         }
     }
 
