@@ -15,7 +15,7 @@ use bytes::Bytes;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vspc_emulator::{EmulatorEvent, VmotionOutcome, VmotionPlan};
+use vspc_emulator::{VmotionOutcome, VmotionPlan};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
 
 /// A `redis-server` of the test's own on a free loopback port; killed when dropped.
@@ -105,15 +105,6 @@ async fn virtual_ip(first: SocketAddr, rest: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn outcome(vm: &TestVm) -> Option<VmotionOutcome> {
-    vm.seen(|seen| {
-        seen.events.iter().rev().find_map(|e| match e {
-            EmulatorEvent::Vmotion(outcome) => Some(outcome.clone()),
-            _ => None,
-        })
-    })
-}
-
 #[tokio::test]
 async fn a_destination_reaching_another_instance_is_carried_back_and_nothing_is_lost() {
     let Some(redis) = Redis::start().await else {
@@ -147,13 +138,7 @@ async fn a_destination_reaching_another_instance_is_carried_back_and_nothing_is_
         }
         client.drain(Duration::from_millis(2)).await;
     }
-    vm.wait("the vMotion's end", |_, seen| {
-        seen.events
-            .iter()
-            .any(|e| matches!(e, EmulatorEvent::Vmotion(_)))
-    })
-    .await;
-    let result = outcome(&vm).unwrap();
+    let result = vm.vmotion_outcome().await;
     assert!(
         matches!(result, VmotionOutcome::Completed { .. }),
         "{result:?}"
@@ -249,13 +234,7 @@ async fn a_forged_peer_is_refused_and_redis_down_refuses_only_cross_instance_vmo
     drop(redis);
     let plan = VmotionPlan::new(Bytes::from_static(b"\x10\x20\x30\x40"));
     vm.with(|vm, now| vm.start_vmotion(now, plan)).unwrap();
-    vm.wait("the vMotion's end", |_, seen| {
-        seen.events
-            .iter()
-            .any(|e| matches!(e, EmulatorEvent::Vmotion(_)))
-    })
-    .await;
-    let result = outcome(&vm).unwrap();
+    let result = vm.vmotion_outcome().await;
     assert!(
         !matches!(result, VmotionOutcome::Completed { .. }),
         "{result:?}"

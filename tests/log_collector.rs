@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use vspc_emulator::{EmulatorEvent, VmIdentity, VmotionPlan};
+use vspc_emulator::{VmIdentity, VmotionPlan};
 
 fn log_of(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!(
@@ -77,12 +77,7 @@ async fn one_file_per_vm_port_across_vmotion_and_reconnect() {
     // A vMotion: the destination connection carries on into the same file.
     vm.with(|vm, now| vm.start_vmotion(now, VmotionPlan::new(Bytes::from_static(b"\x01\xff"))))
         .unwrap();
-    vm.wait("the vMotion's end", |_, seen| {
-        seen.events
-            .iter()
-            .any(|e| matches!(e, EmulatorEvent::Vmotion(_)))
-    })
-    .await;
+    vm.vmotion_outcome().await;
     let after: &[u8] = b"after the vMotion \xff\x00\r\n";
     vm.with(|vm, _| vm.send_serial(after)).unwrap();
     expected.extend_from_slice(after);

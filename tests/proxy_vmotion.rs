@@ -8,19 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::*;
-use vspc_emulator::{
-    AbortReason, EmulatorConfig, EmulatorEvent, FinOrder, VmotionOutcome, VmotionPlan,
-};
+use vspc_emulator::{AbortReason, EmulatorConfig, FinOrder, VmotionOutcome, VmotionPlan};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
-
-fn outcome(vm: &TestVm) -> Option<VmotionOutcome> {
-    vm.seen(|s| {
-        s.events.iter().find_map(|e| match e {
-            EmulatorEvent::Vmotion(outcome) => Some(outcome.clone()),
-            _ => None,
-        })
-    })
-}
 
 /// Runs one vMotion while a client types and the VM prints; checks every byte both ways.
 async fn vmotion_scenario(
@@ -60,12 +49,7 @@ async fn vmotion_scenario(
         }
         client.drain(Duration::from_millis(2)).await;
     }
-    vm.wait("the vMotion's end", |_, seen| {
-        seen.events
-            .iter()
-            .any(|e| matches!(e, EmulatorEvent::Vmotion(_)))
-    })
-    .await;
+    let result = vm.vmotion_outcome().await;
     vm.wait_received(&typed).await;
     client.expect_exact(&printed).await;
     // Clients stay attached through it, and keep working after.
@@ -75,7 +59,6 @@ async fn vmotion_scenario(
     typed.extend_from_slice(b"end");
     vm.wait_received(&typed).await;
     let snapshot = proxy.snapshot();
-    let result = outcome(&vm).unwrap();
     proxy.shutdown().await;
     (result, snapshot)
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 pub use vspc_emulator::driver::Target;
 use vspc_emulator::driver::{self, EventKind, Vm};
-use vspc_emulator::{EmulatedVm, EmulatorConfig, EmulatorEvent};
+use vspc_emulator::{EmulatedVm, EmulatorConfig, EmulatorEvent, VmotionOutcome};
 use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
 
 /// A test VM: numbered identity (`vm-0000n`), no COM-PORT offer, a large record of what its
@@ -123,6 +123,19 @@ impl TestVm {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Waits until a vMotion the VM started ended, and says how (the latest one).
+    pub async fn vmotion_outcome(&self) -> VmotionOutcome {
+        let latest = |seen: &Seen| {
+            seen.events.iter().rev().find_map(|e| match e {
+                EmulatorEvent::Vmotion(outcome) => Some(outcome.clone()),
+                _ => None,
+            })
+        };
+        self.wait("the vMotion's end", |_, seen| latest(seen).is_some())
+            .await;
+        latest(&self.seen.lock().unwrap()).expect("an outcome")
     }
 
     /// Waits until the VM received exactly `expected` (fails at once on a wrong prefix).
