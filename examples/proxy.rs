@@ -1,6 +1,6 @@
 //! The vSPC concentrator: VMs connect on 127.0.0.1:13370 (telnet) and optionally telnets;
 //! people and tools attach on 127.0.0.1:13371; `http://127.0.0.1:13372/vms` lists VMs and
-//! `/metrics` serves Prometheus metrics.
+//! `/metrics` serves Prometheus metrics; `--web 127.0.0.1:13373` adds the web console.
 //!
 //! ```text
 //! cargo run --example proxy -- --help
@@ -59,6 +59,10 @@ struct Cli {
     /// Disable the admin listener.
     #[arg(long)]
     no_admin: bool,
+    /// Web console listener (a page of VM ports and a terminal per VM); its token is
+    /// web.token from the configuration file, else made at start and printed.
+    #[arg(long = "web", value_name = "ADDR")]
+    web_listen: Option<SocketAddr>,
     /// Directory of console logs (one file per VM port).
     #[arg(long)]
     log_dir: Option<PathBuf>,
@@ -121,6 +125,9 @@ impl Cli {
         }
         if self.no_admin {
             config.admin.listen = None;
+        }
+        if let Some(addr) = self.web_listen {
+            config.web.listen = Some(addr);
         }
         if self.log_dir.is_some() {
             config.log.dir = self.log_dir;
@@ -198,6 +205,9 @@ async fn serve(config: ServerConfig) -> ExitCode {
     println!("clients telnet {}", server.client_addr);
     if let Some(addr) = server.admin_addr {
         println!("admin http://{addr}/vms http://{addr}/metrics");
+    }
+    if let Some(url) = &server.web_url {
+        println!("web {url}");
     }
     let handle = server.handle();
     server.run_until(signals(handle)).await;

@@ -1,7 +1,9 @@
-//! Client connections (people and tools, over telnet): a reader and a writer task per
-//! client. The core does the protocol (negotiation, selection, modes, budgets); these tasks
-//! move bytes.
+//! Client connections (people and tools, over telnet, or a web console's WebSocket): a
+//! reader and a writer task per client. The core does the protocol (negotiation, selection,
+//! modes, budgets); these tasks move bytes through a [`ClientSource`] and a [`ClientSink`],
+//! so every transport shares one copy of the flow control.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,12 +19,53 @@ use crate::hub::ClientSignals;
 use crate::Shared;
 
 /// How long the writer tries to deliver the goodbye message to a client being dropped.
-const GOODBYE_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const GOODBYE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Bytes read from a client at a time (also the most of its input that can wait for a VM).
 const READ_CHUNK: usize = 8192;
 
-/// Serves one client; `sticky` attaches it at once to that VM (a sticky port).
+/// Where a client's input comes from.
+pub(crate) trait ClientSource: Send {
+    /// Reads some input into `buf`; `Ok(0)` at the end.
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+}
+
+/// Where a client's output goes.
+pub(crate) trait ClientSink: Send {
+    /// Writes every chunk (emptying them as they go).
+    fn write_chunks(
+        &mut self,
+        chunks: &mut [Bytes],
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Ends the output after what was written (the core closed the client).
+    fn close(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// A byte stream's read half (TCP, TLS).
+pub(crate) struct StreamSource<R>(pub(crate) R);
+
+/// A byte stream's write half (TCP, TLS).
+pub(crate) struct StreamSink<W>(pub(crate) W);
+
+impl<R: AsyncRead + Unpin + Send> ClientSource for StreamSource<R> {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).await
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send> ClientSink for StreamSink<W> {
+    async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> std::io::Result<()> {
+        write_chunks(&mut self.0, chunks).await
+    }
+
+    async fn close(&mut self) -> std::io::Result<()> {
+        self.0.flush().await?;
+        self.0.shutdown().await
+    }
+}
+
+/// Serves one telnet client; `sticky` attaches it at once to that VM (a sticky port).
 pub(crate) async fn serve_client(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -52,32 +95,51 @@ pub(crate) async fn serve_client(
         }
     };
     let span = tracing::info_span!("client", client = client.0, %peer);
-    async move {
-        tracing::info!("client connected");
-        let (reader, writer) = stream.into_split();
-        let mut writer_task = tokio::spawn(
-            client_writer(shared.clone(), client, writer, signals.clone()).in_current_span(),
-        );
-        client_reader(&shared, client, reader, &signals).await;
-        // A client being dropped (shutdown, too slow) has a goodbye in flight: let the writer
-        // deliver it before the registration, which holds it, goes away.
-        let mut writer_done = false;
-        if shared.lock().core.client_is_closing(client) {
-            writer_done = tokio::time::timeout(GOODBYE_TIMEOUT * 2, &mut writer_task)
-                .await
-                .is_ok();
-        }
-        shared.lock().client_closed(client);
-        signals.output.notify_one();
-        signals.kill.notify_one();
-        // A JoinHandle must not be polled again once it has completed.
-        if !writer_done {
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, writer_task).await;
-        }
-        tracing::info!("client closed");
-    }
+    let (reader, writer) = stream.into_split();
+    run_client(
+        shared,
+        client,
+        signals,
+        StreamSource(reader),
+        StreamSink(writer),
+    )
     .instrument(span)
     .await;
+}
+
+/// Runs a registered client until its connection or the core closes it: a writer task
+/// drains its output into `sink` while this task feeds `source` to the core.
+pub(crate) async fn run_client<R, W>(
+    shared: Arc<Shared>,
+    client: ClientId,
+    signals: Arc<ClientSignals>,
+    source: R,
+    sink: W,
+) where
+    R: ClientSource,
+    W: ClientSink + 'static,
+{
+    tracing::info!("client connected");
+    let mut writer_task = tokio::spawn(
+        client_writer(shared.clone(), client, sink, signals.clone()).in_current_span(),
+    );
+    client_reader(&shared, client, source, &signals).await;
+    // A client being dropped (shutdown, too slow) has a goodbye in flight: let the writer
+    // deliver it before the registration, which holds it, goes away.
+    let mut writer_done = false;
+    if shared.lock().core.client_is_closing(client) {
+        writer_done = tokio::time::timeout(GOODBYE_TIMEOUT * 2, &mut writer_task)
+            .await
+            .is_ok();
+    }
+    shared.lock().client_closed(client);
+    signals.output.notify_one();
+    signals.kill.notify_one();
+    // A JoinHandle must not be polled again once it has completed.
+    if !writer_done {
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT * 2, writer_task).await;
+    }
+    tracing::info!("client closed");
 }
 
 /// Writes every chunk, as many as the socket takes per call (one `writev` for a queue of
@@ -120,14 +182,12 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn client_writer<W>(
+async fn client_writer<W: ClientSink>(
     shared: Arc<Shared>,
     client: ClientId,
     mut writer: W,
     signals: Arc<ClientSignals>,
-) where
-    W: AsyncWrite + Unpin,
-{
+) {
     let mut chunks = Vec::new();
     loop {
         chunks.clear();
@@ -142,7 +202,7 @@ async fn client_writer<W>(
                 // A client being dropped may have stopped reading: `kill` abandons the write
                 // so the task ends even when the socket buffer is full.
                 tokio::select! {
-                    result = write_chunks(&mut writer, &mut chunks) => {
+                    result = writer.write_chunks(&mut chunks) => {
                         if result.is_err() {
                             return;
                         }
@@ -154,9 +214,8 @@ async fn client_writer<W>(
             }
             ClientTransmit::Close => {
                 let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-                    write_chunks(&mut writer, &mut chunks).await?;
-                    writer.flush().await?;
-                    writer.shutdown().await
+                    writer.write_chunks(&mut chunks).await?;
+                    writer.close().await
                 })
                 .await;
                 return;
@@ -166,14 +225,12 @@ async fn client_writer<W>(
     }
 }
 
-async fn client_reader<R>(
+async fn client_reader<R: ClientSource>(
     shared: &Arc<Shared>,
     client: ClientId,
     mut reader: R,
     signals: &ClientSignals,
-) where
-    R: AsyncRead + Unpin,
-{
+) {
     let mut stop = shared.stop.subscribe();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {

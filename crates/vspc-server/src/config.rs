@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub runtime: RuntimeConfig,
     /// `[cluster]`: vMotions shared with other instances.
     pub cluster: ClusterConfig,
+    /// `[web]`: the web console (served with the `web` feature; off by default).
+    pub web: WebConfig,
 }
 
 /// Concentrators that behave as one: where they share vMotions.
@@ -68,6 +70,42 @@ pub struct ClusterConfig {
     /// This instance's VM listener as the other instances reach it (default: the first VM
     /// listener's bound address).
     pub advertise: Option<SocketAddr>,
+}
+
+/// The web console: a page listing the VM ports and a terminal per VM over a WebSocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Where to listen; `None` (the default) disables the console. Loopback unless the
+    /// console is meant to be reached from elsewhere, and then with TLS.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token every request must carry (an `Authorization: Bearer` header, or the
+    /// cookie the page sets after `/?token=...`). `None`: a random one is made at start and
+    /// logged with the console's address.
+    pub token: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the console is served over HTTPS (the same
+    /// format as `vm.tls_cert`; point both at the same files to reuse the telnets
+    /// certificate).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Cap on one WebSocket message from a page, in bytes (a larger one closes it).
+    pub max_message: usize,
+    /// Cap on pages following the live VM listing at once.
+    pub max_listeners: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: None,
+            token: None,
+            tls_cert: None,
+            tls_key: None,
+            max_message: 64 * 1024,
+            max_listeners: 64,
+        }
+    }
 }
 
 /// The async runtime.
@@ -319,6 +357,22 @@ impl ServerConfig {
         if self.log.flush_ms == 0 || self.log.flush_ms > 60_000 {
             return invalid("log.flush_ms must be 1..=60000");
         }
+        if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
+            return invalid("web.tls_cert and web.tls_key go together");
+        }
+        // Characters a URL query and a cookie carry unescaped.
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+        if self.web.token.as_ref().is_some_and(|t| t.len() < 16 || !t.chars().all(token_char)) {
+            return invalid(
+                "web.token must be at least 16 characters of A-Z a-z 0-9 - . _ ~",
+            );
+        }
+        if self.web.max_message < 1024 || self.web.max_message > 16 << 20 {
+            return invalid("web.max_message must be 1024..=16777216 bytes");
+        }
+        if self.web.max_listeners == 0 {
+            return invalid("web.max_listeners must be at least 1");
+        }
         if self.log.name.contains('/') || self.log.name.contains("..") {
             return invalid("log.name must be a file name, not a path");
         }
@@ -370,6 +424,21 @@ mod tests {
         assert!(config.client.sticky_ports);
         assert_eq!(config.client.listen.port(), 13371);
         assert!(ServerConfig::from_toml("[vm]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn web_console_off_by_default_and_checked() {
+        assert_eq!(ServerConfig::default().web.listen, None);
+        let config = ServerConfig::from_toml(
+            "[web]\nlisten = \"127.0.0.1:13373\"\ntoken = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.web.listen, Some(SocketAddr::from(([127, 0, 0, 1], 13373))));
+        assert!(config.validate().is_ok());
+        let short = ServerConfig::from_toml("[web]\ntoken = \"short\"\n").unwrap();
+        assert!(short.validate().is_err());
+        let half_tls = ServerConfig::from_toml("[web]\ntls_cert = \"c.pem\"\n").unwrap();
+        assert!(half_tls.validate().is_err());
     }
 
     #[test]

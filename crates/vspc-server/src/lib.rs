@@ -50,6 +50,8 @@ mod hub;
 mod logs;
 mod tls;
 mod vm_conn;
+#[cfg(feature = "web")]
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,7 +66,7 @@ pub use access::{IpNet, IpNetError};
 pub use cluster::{MemoryState, RedisState, SharedState, SharedStateError, StateFuture};
 pub use config::{
     AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, VmConfig,
-    VmotionConfig,
+    VmotionConfig, WebConfig,
 };
 pub use embed::{ConsoleChunk, Handle, VmEvent};
 pub use logs::{file_name, sanitize};
@@ -119,6 +121,11 @@ pub struct Server {
     pub client_addr: SocketAddr,
     /// The admin listener.
     pub admin_addr: Option<SocketAddr>,
+    /// The web console's listener (`[web]`).
+    pub web_addr: Option<SocketAddr>,
+    /// The web console's address with its token (`http://host:port/?token=...`): what an
+    /// operator opens. Holds the token: show it only to whom may use the console.
+    pub web_url: Option<String>,
     /// `telnets://host:port#thumbprint=...` for each telnets listener: what a VM's backing
     /// names as its proxyURI.
     pub proxy_uris: Vec<String>,
@@ -133,6 +140,7 @@ impl std::fmt::Debug for Server {
             .field("tls_addrs", &self.tls_addrs)
             .field("client_addr", &self.client_addr)
             .field("admin_addr", &self.admin_addr)
+            .field("web_addr", &self.web_addr)
             .finish_non_exhaustive()
     }
 }
@@ -268,6 +276,18 @@ impl Server {
             None => None,
         };
 
+        let web = match config.web.listen {
+            Some(addr) => Some(start_web(&shared, &config, bind(addr).await?)?),
+            None => None,
+        };
+        let (web_addr, web_url) = match web {
+            Some((addr, url, task)) => {
+                tasks.push(task);
+                (Some(addr), Some(url))
+            }
+            None => (None, None),
+        };
+
         if config.client.sticky_ports {
             let (tx, rx) = tokio::sync::mpsc::channel(STICKY_QUEUE);
             shared.lock().set_sticky_sender(tx);
@@ -309,6 +329,8 @@ impl Server {
             tls_addrs,
             client_addr,
             admin_addr,
+            web_addr,
+            web_url,
             proxy_uris,
             shared,
             tasks,
@@ -367,6 +389,30 @@ impl Server {
         }
         tracing::info!("shut down");
     }
+}
+
+/// Starts the web console on `listener`: its address, its URL with the token, its task.
+#[cfg(feature = "web")]
+fn start_web(
+    shared: &Arc<Shared>,
+    config: &ServerConfig,
+    listener: TcpListener,
+) -> Result<(SocketAddr, String, JoinHandle<()>), ServerError> {
+    let web = web::start(shared, &config.web, listener)?;
+    Ok((web.addr, web.url, web.task))
+}
+
+/// Without the `web` feature a configured console is an error, not silently absent.
+#[cfg(not(feature = "web"))]
+fn start_web(
+    _shared: &Arc<Shared>,
+    _config: &ServerConfig,
+    _listener: TcpListener,
+) -> Result<(SocketAddr, String, JoinHandle<()>), ServerError> {
+    Err(ConfigError::Invalid(
+        "web.listen is set, but vspc-server was built without its `web` feature".to_owned(),
+    )
+    .into())
 }
 
 /// Starts a server and serves until `shutdown` resolves (mini-redis style).
