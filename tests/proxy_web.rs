@@ -1,0 +1,319 @@
+//! The web console at the protocol level, without a browser: a WebSocket terminal is
+//! byte-exact both ways (all 256 values), replays the scrollback, keeps going through a
+//! vMotion and a reconnect; the token is required; malformed frames, huge frames, text
+//! frames and a page that never reads are bounded and closed with the right code.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::web::{self, client_frame, RawWs, BEARER, TOKEN};
+use support::*;
+use vspc_emulator::{EmulatorEvent, VmotionOutcome, VmotionPlan};
+
+fn banner(name: &str, mode: &str) -> Vec<u8> {
+    format!("\r\n[vspc: attached to {name} ({mode})]\r\n").into_bytes()
+}
+
+fn all_bytes() -> Vec<u8> {
+    (0..=255u8).collect()
+}
+
+#[tokio::test]
+async fn terminal_is_byte_exact_both_ways_and_replays_the_scrollback() {
+    let proxy = web::start(|_| {}).await;
+    let addr = proxy.web_addr.unwrap();
+    let vm = TestVm::start(vm_config(1), Target::plain(proxy.vm_addrs[0]));
+    let name = vm_config(1).identity.name;
+    identified(&proxy, &name).await;
+    vm.with(|vm, _| vm.send_serial(b"before the page\r\n")).unwrap();
+    wait_snapshot(
+        "scrollback",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["bytes_from_vm"] == 17,
+    )
+    .await;
+
+    let mut term = web::open(addr, "1", "rw").await;
+    term.expect_exact(&banner(&name, "rw")).await;
+    term.expect_exact(b"before the page\r\n").await;
+
+    // VM to page: every byte value, IAC (0xFF) and CR/LF/NUL included, unchanged.
+    let mut printed = all_bytes();
+    printed.extend(all_bytes().iter().rev());
+    vm.with(|vm, _| vm.send_serial(&printed)).unwrap();
+    term.expect_exact(&printed).await;
+
+    // Page to VM: every byte value, in one message and split across many.
+    let mut typed = all_bytes();
+    term.send(&typed).await;
+    for chunk in all_bytes().chunks(7) {
+        term.send(chunk).await;
+        typed.extend_from_slice(chunk);
+    }
+    vm.wait_received(&typed).await;
+
+    // The listing shows the web client with its mode.
+    let listed = proxy.snapshot();
+    let clients = &vms(&listed)[0]["clients"];
+    assert_eq!(clients.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(clients[0]["mode"], "read-write");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn modes_are_enforced_and_a_refusal_says_why() {
+    let proxy = web::start(|_| {}).await;
+    let addr = proxy.web_addr.unwrap();
+    let vm = TestVm::start(vm_config(2), Target::plain(proxy.vm_addrs[0]));
+    let name = vm_config(2).identity.name;
+    identified(&proxy, &name).await;
+
+    let mut exclusive = web::open(addr, &name, "excl").await;
+    exclusive.expect_exact(&banner(&name, "excl")).await;
+    let mut writer = web::open(addr, &name, "rw").await;
+    let frame = writer.closed().await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 4409, "{frame:?}");
+    assert!(frame.reason.contains("exclusively"), "{frame:?}");
+
+    // A read-only page watches; its input never reaches the VM.
+    let mut watcher = web::open(addr, "1", "ro").await;
+    watcher.expect_exact(&banner(&name, "ro")).await;
+    watcher.send(b"ignored").await;
+    exclusive.send(b"mine").await;
+    vm.wait_received(b"mine").await;
+    vm.with(|vm, _| vm.send_serial(b"both see this")).unwrap();
+    watcher.expect_exact(b"both see this").await;
+    exclusive.expect_exact(b"both see this").await;
+    assert_eq!(vm.received(), b"mine");
+
+    let unknown = web::try_open(addr, "vm=nope&mode=rw", &[BEARER]).await;
+    assert_eq!(web::refused_status(unknown), 404);
+    let bad_mode = web::try_open(addr, "vm=1&mode=root", &[BEARER]).await;
+    assert_eq!(web::refused_status(bad_mode), 400);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_without_the_token_are_refused() {
+    let proxy = web::start(|_| {}).await;
+    let addr = proxy.web_addr.unwrap();
+    let _vm = TestVm::start(vm_config(3), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, &vm_config(3).identity.name).await;
+
+    for path in ["/", "/api/vms", "/api/events", "/app.js", "/vendor/xterm.mjs"] {
+        let (head, _) = web::get(addr, path, &[]).await;
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+        assert!(head.contains("www-authenticate: Bearer"), "{head}");
+        let (head, _) = web::get(addr, path, &[("Authorization", "Bearer wrong-token-0123456789")]).await;
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+    }
+    let (head, _) = web::get(addr, "/?token=wrong", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+
+    // The token in the address becomes a cookie, and leaves the address.
+    let (head, _) = web::get(addr, &format!("/?token={TOKEN}"), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    assert!(head.contains("location: /\r\n"), "{head}");
+    let cookie = format!("vspc_token={TOKEN}");
+    assert!(
+        head.contains(&format!("set-cookie: {cookie}; Path=/; HttpOnly; SameSite=Strict")),
+        "{head}"
+    );
+    let (head, body) = web::get(addr, "/api/vms", &[("Cookie", &cookie)]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let listing: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(vms(&listing)[0]["name"], vm_config(3).identity.name);
+    let (head, body) = web::get(addr, "/", &[BEARER]).await;
+    assert!(head.contains("content-security-policy: default-src 'self'"), "{head}");
+    assert!(body.contains("<script type=\"module\" src=\"/app.js\">"), "{body}");
+
+    let refused = web::try_open(addr, "vm=1&mode=rw", &[]).await;
+    assert_eq!(web::refused_status(refused), 401);
+    // Another site's page cannot drive a terminal with the operator's cookie.
+    let cross = web::try_open(
+        addr,
+        "vm=1&mode=rw",
+        &[("cookie", &cookie), ("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(web::refused_status(cross), 403);
+    let mut term = web::open(addr, "1", "ro").await;
+    term.expect(b"]\r\n").await;
+    assert!(vms(&proxy.snapshot())[0]["clients"].as_array().unwrap().len() == 1);
+    proxy.shutdown().await;
+}
+
+/// Sends `frame` on a fresh raw WebSocket; the console must close with `code` and the VM
+/// must receive nothing.
+async fn bad_frame(proxy: &vspc_server::Server, vm: &TestVm, frame: &[u8], code: u16) {
+    let mut raw = RawWs::open(proxy.web_addr.unwrap(), "vm=1&mode=rw").await;
+    let (opcode, banner) = raw.frame().await.unwrap();
+    assert_eq!((opcode, banner.starts_with(b"\r\n[vspc: attached")), (2, true));
+    tokio::io::AsyncWriteExt::write_all(&mut raw.stream, frame)
+        .await
+        .unwrap();
+    let closed = raw.close_frame().await;
+    assert_eq!(closed.as_ref().map(|c| c.0), Some(code), "{frame:02x?}: {closed:?}");
+    wait_snapshot("the client gone", || proxy.snapshot(), |s| {
+        vms(s)[0]["clients"].as_array().is_some_and(|c| c.is_empty())
+    })
+    .await;
+    assert_eq!(vm.received(), b"", "nothing of a bad frame reaches the VM");
+}
+
+#[tokio::test]
+async fn malformed_huge_and_text_frames_close_the_terminal() {
+    let proxy = web::start(|c| c.web.max_message = 4096).await;
+    let vm = TestVm::start(vm_config(4), Target::plain(proxy.vm_addrs[0]));
+    identified(&proxy, &vm_config(4).identity.name).await;
+
+    // Unmasked client frame.
+    bad_frame(&proxy, &vm, &[0x82, 0x03, b'a', b'b', b'c'], 1002).await;
+    // Reserved bits set.
+    bad_frame(&proxy, &vm, &client_frame(0xf2, b"abc"), 1002).await;
+    // Reserved opcode.
+    bad_frame(&proxy, &vm, &client_frame(0x83, b"abc"), 1002).await;
+    // A fragmented control frame.
+    bad_frame(&proxy, &vm, &client_frame(0x09, b"ping"), 1002).await;
+    // A continuation with nothing to continue.
+    bad_frame(&proxy, &vm, &client_frame(0x80, b"abc"), 1002).await;
+    // A frame announcing 1 TiB: refused from its header, nothing allocated.
+    let mut huge = vec![0x82, 0x80 | 127];
+    huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    bad_frame(&proxy, &vm, &huge, 1009).await;
+    // Over web.max_message in one frame, and in fragments.
+    bad_frame(&proxy, &vm, &client_frame(0x82, &[0u8; 4097]), 1009).await;
+    let mut fragments = client_frame(0x02, &[0u8; 3000]);
+    fragments.extend(client_frame(0x80, &[0u8; 3000]));
+    bad_frame(&proxy, &vm, &fragments, 1009).await;
+    // Text: the terminal carries bytes, in binary messages only.
+    bad_frame(&proxy, &vm, &client_frame(0x81, b"hi"), 1003).await;
+
+    // The console serves on: a good page still works.
+    let mut term = web::open(proxy.web_addr.unwrap(), "1", "rw").await;
+    term.expect(b"]\r\n").await;
+    term.send(b"ok").await;
+    vm.wait_received(b"ok").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_page_that_never_reads_is_dropped_and_the_vm_goes_on() {
+    let proxy = web::start(|c| {
+        // Above the largest VM read (64 KiB), which alone may take a client to twice it.
+        c.client.output_budget = 64 * 1024;
+        c.client.slow_grace_ms = 200;
+    })
+    .await;
+    let addr = proxy.web_addr.unwrap();
+    let vm = TestVm::start(vm_config(5), Target::plain(proxy.vm_addrs[0]));
+    let name = vm_config(5).identity.name;
+    identified(&proxy, &name).await;
+    // A page that opens the terminal and never reads again, and one that keeps up.
+    let mut stuck = RawWs::open_with(addr, "vm=1&mode=rw", Some(4096)).await;
+    assert_eq!(stuck.frame().await.map(|f| f.0), Some(2));
+    let mut reader = web::open(addr, "1", "ro").await;
+    reader.expect_exact(&banner(&name, "ro")).await;
+
+    // Far more than the socket buffers and the budget hold.
+    let chunk = vec![b'x'; 64 * 1024];
+    let total = 128 * chunk.len();
+    let flood = async {
+        for _ in 0..128 {
+            vm.with(|vm, _| vm.send_serial(&chunk)).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (_, ()) = tokio::join!(flood, async {
+        let mut seen = 0;
+        let deadline = std::time::Instant::now() + WAIT;
+        while seen < total {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader got {seen} of {total} ({:?}): {:#}",
+                String::from_utf8_lossy(&reader.got),
+                proxy.snapshot()
+            );
+            reader.drain(Duration::from_millis(50)).await;
+            seen += reader.got.iter().filter(|b| **b == b'x').count();
+            reader.got.retain(|b| *b != b'x');
+        }
+        assert_eq!(seen, total);
+    });
+    wait_snapshot("the stuck page dropped", || proxy.snapshot(), |s| {
+        vms(s)[0]["clients"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+    let metrics = proxy.handle().metrics_text();
+    assert!(metrics.contains("vspc_clients_dropped_slow_total 1\n"), "{metrics}");
+    // What reached the stuck page is bounded by the budget and the socket buffers, and the
+    // connection ends.
+    let mut received = 0usize;
+    while let Some((opcode, payload)) = stuck.frame().await {
+        received += payload.len();
+        if opcode == 8 {
+            break;
+        }
+    }
+    assert!(received < total, "{received} of {total}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_terminal_goes_on_through_a_vmotion_and_a_reconnect() {
+    let proxy = web::start(|_| {}).await;
+    let addr = proxy.web_addr.unwrap();
+    let vm = TestVm::start(vm_config(6), Target::plain(proxy.vm_addrs[0]));
+    let name = vm_config(6).identity.name;
+    identified(&proxy, &name).await;
+    let mut term = web::open(addr, "1", "rw").await;
+    term.expect_exact(&banner(&name, "rw")).await;
+
+    let mut typed = Vec::new();
+    let mut printed = Vec::new();
+    for i in 0..80u32 {
+        let key = format!("k{i:03}\r\u{1b}").into_bytes();
+        term.send(&key).await;
+        typed.extend_from_slice(&key);
+        if !vm.with(|vm, _| vm.is_migrating()) {
+            let mut line = format!("o{i:03}").into_bytes();
+            line.extend_from_slice(b"\xff\n");
+            if vm.with(|vm, _| vm.send_serial(&line)).is_ok() {
+                printed.extend_from_slice(&line);
+            }
+        }
+        if i == 20 {
+            let plan = VmotionPlan::new(Bytes::from_static(b"\x44\xda\xff\xf1"));
+            vm.with(|vm, now| vm.start_vmotion(now, plan)).unwrap();
+        }
+        term.drain(Duration::from_millis(2)).await;
+    }
+    vm.wait("the vMotion's end", |_, seen| {
+        seen.events
+            .iter()
+            .any(|e| matches!(e, EmulatorEvent::Vmotion(VmotionOutcome::Completed { .. })))
+    })
+    .await;
+    vm.wait_received(&typed).await;
+    term.expect_exact(&printed).await;
+
+    // The VM's port reconnects (a new connection, same entry): the page stays attached.
+    vm.with(|vm, now| vm.set_connected(now, false)).unwrap();
+    wait_snapshot("disconnected", || proxy.snapshot(), |s| vms(s)[0]["state"] == "disconnected").await;
+    vm.with(|vm, now| vm.set_connected(now, true)).unwrap();
+    wait_snapshot("reconnected", || proxy.snapshot(), |s| vms(s)[0]["state"] == "connected").await;
+    vm.with(|vm, _| vm.send_serial(b"after\r\n")).unwrap();
+    term.expect_exact(b"after\r\n").await;
+    term.send(b"end").await;
+    typed.extend_from_slice(b"end");
+    vm.wait_received(&typed).await;
+    let listed = proxy.snapshot();
+    assert_eq!(vms(&listed).len(), 1, "{listed:#}");
+    let history = vms(&listed)[0]["vmotions"].to_string();
+    assert!(history.contains("complete"), "{history}");
+    proxy.shutdown().await;
+}
