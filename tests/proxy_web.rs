@@ -28,7 +28,8 @@ async fn terminal_is_byte_exact_both_ways_and_replays_the_scrollback() {
     let vm = TestVm::start(vm_config(1), Target::plain(proxy.vm_addrs[0]));
     let name = vm_config(1).identity.name;
     identified(&proxy, &name).await;
-    vm.with(|vm, _| vm.send_serial(b"before the page\r\n")).unwrap();
+    vm.with(|vm, _| vm.send_serial(b"before the page\r\n"))
+        .unwrap();
     wait_snapshot(
         "scrollback",
         || proxy.snapshot(),
@@ -103,11 +104,22 @@ async fn requests_without_the_token_are_refused() {
     let _vm = TestVm::start(vm_config(3), Target::plain(proxy.vm_addrs[0]));
     identified(&proxy, &vm_config(3).identity.name).await;
 
-    for path in ["/", "/api/vms", "/api/events", "/app.js", "/vendor/xterm.mjs"] {
+    for path in [
+        "/",
+        "/api/vms",
+        "/api/events",
+        "/app.js",
+        "/vendor/xterm.mjs",
+    ] {
         let (head, _) = web::get(addr, path, &[]).await;
         assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
         assert!(head.contains("www-authenticate: Bearer"), "{head}");
-        let (head, _) = web::get(addr, path, &[("Authorization", "Bearer wrong-token-0123456789")]).await;
+        let (head, _) = web::get(
+            addr,
+            path,
+            &[("Authorization", "Bearer wrong-token-0123456789")],
+        )
+        .await;
         assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
     }
     let (head, _) = web::get(addr, "/?token=wrong", &[]).await;
@@ -119,7 +131,9 @@ async fn requests_without_the_token_are_refused() {
     assert!(head.contains("location: /\r\n"), "{head}");
     let cookie = format!("vspc_token={TOKEN}");
     assert!(
-        head.contains(&format!("set-cookie: {cookie}; Path=/; HttpOnly; SameSite=Strict")),
+        head.contains(&format!(
+            "set-cookie: {cookie}; Path=/; HttpOnly; SameSite=Strict"
+        )),
         "{head}"
     );
     let (head, body) = web::get(addr, "/api/vms", &[("Cookie", &cookie)]).await;
@@ -127,8 +141,14 @@ async fn requests_without_the_token_are_refused() {
     let listing: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(vms(&listing)[0]["name"], vm_config(3).identity.name);
     let (head, body) = web::get(addr, "/", &[BEARER]).await;
-    assert!(head.contains("content-security-policy: default-src 'self'"), "{head}");
-    assert!(body.contains("<script type=\"module\" src=\"/app.js\">"), "{body}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(
+        body.contains("<script type=\"module\" src=\"/app.js\">"),
+        "{body}"
+    );
 
     let refused = web::try_open(addr, "vm=1&mode=rw", &[]).await;
     assert_eq!(web::refused_status(refused), 401);
@@ -142,7 +162,13 @@ async fn requests_without_the_token_are_refused() {
     assert_eq!(web::refused_status(cross), 403);
     let mut term = web::open(addr, "1", "ro").await;
     term.expect(b"]\r\n").await;
-    assert!(vms(&proxy.snapshot())[0]["clients"].as_array().unwrap().len() == 1);
+    assert!(
+        vms(&proxy.snapshot())[0]["clients"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
     proxy.shutdown().await;
 }
 
@@ -151,15 +177,28 @@ async fn requests_without_the_token_are_refused() {
 async fn bad_frame(proxy: &vspc_server::Server, vm: &TestVm, frame: &[u8], code: u16) {
     let mut raw = RawWs::open(proxy.web_addr.unwrap(), "vm=1&mode=rw").await;
     let (opcode, banner) = raw.frame().await.unwrap();
-    assert_eq!((opcode, banner.starts_with(b"\r\n[vspc: attached")), (2, true));
+    assert_eq!(
+        (opcode, banner.starts_with(b"\r\n[vspc: attached")),
+        (2, true)
+    );
     tokio::io::AsyncWriteExt::write_all(&mut raw.stream, frame)
         .await
         .unwrap();
     let closed = raw.close_frame().await;
-    assert_eq!(closed.as_ref().map(|c| c.0), Some(code), "{frame:02x?}: {closed:?}");
-    wait_snapshot("the client gone", || proxy.snapshot(), |s| {
-        vms(s)[0]["clients"].as_array().is_some_and(|c| c.is_empty())
-    })
+    assert_eq!(
+        closed.as_ref().map(|c| c.0),
+        Some(code),
+        "{frame:02x?}: {closed:?}"
+    );
+    wait_snapshot(
+        "the client gone",
+        || proxy.snapshot(),
+        |s| {
+            vms(s)[0]["clients"]
+                .as_array()
+                .is_some_and(|c| c.is_empty())
+        },
+    )
     .await;
     assert_eq!(vm.received(), b"", "nothing of a bad frame reaches the VM");
 }
@@ -244,12 +283,21 @@ async fn a_page_that_never_reads_is_dropped_and_the_vm_goes_on() {
         }
         assert_eq!(seen, total);
     });
-    wait_snapshot("the stuck page dropped", || proxy.snapshot(), |s| {
-        vms(s)[0]["clients"].as_array().is_some_and(|c| c.len() == 1)
-    })
+    wait_snapshot(
+        "the stuck page dropped",
+        || proxy.snapshot(),
+        |s| {
+            vms(s)[0]["clients"]
+                .as_array()
+                .is_some_and(|c| c.len() == 1)
+        },
+    )
     .await;
     let metrics = proxy.handle().metrics_text();
-    assert!(metrics.contains("vspc_clients_dropped_slow_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("vspc_clients_dropped_slow_total 1\n"),
+        "{metrics}"
+    );
     // What reached the stuck page is bounded by the budget and the socket buffers, and the
     // connection ends.
     let mut received = 0usize;
@@ -303,9 +351,19 @@ async fn the_terminal_goes_on_through_a_vmotion_and_a_reconnect() {
 
     // The VM's port reconnects (a new connection, same entry): the page stays attached.
     vm.with(|vm, now| vm.set_connected(now, false)).unwrap();
-    wait_snapshot("disconnected", || proxy.snapshot(), |s| vms(s)[0]["state"] == "disconnected").await;
+    wait_snapshot(
+        "disconnected",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["state"] == "disconnected",
+    )
+    .await;
     vm.with(|vm, now| vm.set_connected(now, true)).unwrap();
-    wait_snapshot("reconnected", || proxy.snapshot(), |s| vms(s)[0]["state"] == "connected").await;
+    wait_snapshot(
+        "reconnected",
+        || proxy.snapshot(),
+        |s| vms(s)[0]["state"] == "connected",
+    )
+    .await;
     vm.with(|vm, _| vm.send_serial(b"after\r\n")).unwrap();
     term.expect_exact(b"after\r\n").await;
     term.send(b"end").await;

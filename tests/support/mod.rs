@@ -14,6 +14,7 @@ use vspc_emulator::driver::{self, EventKind, Vm};
 use vspc_emulator::{EmulatedVm, EmulatorConfig, EmulatorEvent, VmotionOutcome};
 use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
 
+pub mod cdp;
 pub mod web;
 
 /// A test VM: numbered identity (`vm-0000n`), no COM-PORT offer, a large record of what its

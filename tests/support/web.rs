@@ -98,10 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTerm<S> {
         let left = deadline.saturating_duration_since(Instant::now());
         let next = tokio::time::timeout(left, self.ws.next()).await;
         match next {
-            Err(_) => panic!(
-                "timed out; got {:?}",
-                String::from_utf8_lossy(&self.got)
-            ),
+            Err(_) => panic!("timed out; got {:?}", String::from_utf8_lossy(&self.got)),
             Ok(Some(Ok(Message::Binary(bytes)))) => {
                 self.got.extend_from_slice(&bytes);
                 None
@@ -138,7 +135,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsTerm<S> {
             let prefix = self.got.len();
             assert_eq!(self.got[..], expected[..prefix], "wrong bytes");
             if let Some(frame) = self.read_more(deadline).await {
-                panic!("closed ({frame:?}) after {} of {} bytes", prefix, expected.len());
+                panic!(
+                    "closed ({frame:?}) after {} of {} bytes",
+                    prefix,
+                    expected.len()
+                );
             }
         }
         assert_eq!(self.got[..expected.len()], expected[..], "wrong bytes");
@@ -251,7 +252,10 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let (&b0, &b1) = (buf.first()?, buf.get(1)?);
     assert_eq!(b1 & 0x80, 0, "a server frame must not be masked");
     let (len, at) = match b1 & 0x7f {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
         127 => (
             u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
             10,

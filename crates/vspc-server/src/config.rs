@@ -362,10 +362,13 @@ impl ServerConfig {
         }
         // Characters a URL query and a cookie carry unescaped.
         let token_char = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
-        if self.web.token.as_ref().is_some_and(|t| t.len() < 16 || !t.chars().all(token_char)) {
-            return invalid(
-                "web.token must be at least 16 characters of A-Z a-z 0-9 - . _ ~",
-            );
+        if self
+            .web
+            .token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || !t.chars().all(token_char))
+        {
+            return invalid("web.token must be at least 16 characters of A-Z a-z 0-9 - . _ ~");
         }
         if self.web.max_message < 1024 || self.web.max_message > 16 << 20 {
             return invalid("web.max_message must be 1024..=16777216 bytes");
@@ -433,7 +436,10 @@ mod tests {
             "[web]\nlisten = \"127.0.0.1:13373\"\ntoken = \"0123456789abcdef\"\n",
         )
         .unwrap();
-        assert_eq!(config.web.listen, Some(SocketAddr::from(([127, 0, 0, 1], 13373))));
+        assert_eq!(
+            config.web.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 13373)))
+        );
         assert!(config.validate().is_ok());
         let short = ServerConfig::from_toml("[web]\ntoken = \"short\"\n").unwrap();
         assert!(short.validate().is_err());

@@ -7,6 +7,16 @@
 //! logs, and shuts down gracefully. An embedder gets a [`Handle`]: VM events, console
 //! subscriptions, writes to a VM, listings.
 //!
+//! # The web console
+//! With the `web` feature (on by default) and `web.listen` set ([`WebConfig`]), the server
+//! also serves a page listing the VM ports with live updates (server-sent events fed by the
+//! same VM events a [`Handle`] subscribes to) and a terminal per VM: xterm.js, shipped in
+//! the binary, over a WebSocket whose binary messages carry the console's bytes unchanged.
+//! A terminal is a core client like a telnet one ([`vspc_concentrator::Transport::Raw`]),
+//! run by the same reader and writer tasks, so modes, scrollback, the output budget and flow
+//! control are the core's. Every request needs the bearer token (`web.token`, or one made at
+//! start: [`Server::web_url`] carries it); HTTPS with `web.tls_cert` and `web.tls_key`.
+//!
 //! # The run loop
 //! Every task does the same thing: lock the hub, make **one** call into the core, then
 //! settle (wake the tasks the core named in its wakeups, act on its events, re-arm the timer

@@ -139,12 +139,12 @@ pub(crate) fn start(
     config: &WebConfig,
     listener: TcpListener,
 ) -> Result<Web, ServerError> {
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        source,
+    })?;
     let generated = config.token.is_none();
     let token = match &config.token {
         Some(token) => token.clone(),
@@ -271,16 +271,20 @@ fn secured(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     response
 }
 
 async fn asset(request: Request) -> Response {
-    match ASSETS.iter().find(|(path, _, _)| *path == request.uri().path()) {
-        Some((_, content_type, bytes)) => {
-            ([(CONTENT_TYPE, *content_type)], *bytes).into_response()
-        }
+    match ASSETS
+        .iter()
+        .find(|(path, _, _)| *path == request.uri().path())
+    {
+        Some((_, content_type, bytes)) => ([(CONTENT_TYPE, *content_type)], *bytes).into_response(),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
@@ -328,7 +332,11 @@ async fn terminal(
     if !auth::same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
-    let Some(mode) = query.mode.as_deref().map_or(Some(Mode::ReadWrite), Mode::parse) else {
+    let Some(mode) = query
+        .mode
+        .as_deref()
+        .map_or(Some(Mode::ReadWrite), Mode::parse)
+    else {
         return (StatusCode::BAD_REQUEST, "mode must be ro, rw or excl\n").into_response();
     };
     let resolved = app.shared.lock().core.resolve(&query.vm);
@@ -406,7 +414,9 @@ impl TlsListener {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((stream, peer)).await;
                         }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "web: TLS handshake failed"),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "web: TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "web: TLS handshake timed out"),
                     }
                 });

@@ -102,29 +102,28 @@ fn connect(
     mode: Mode,
 ) -> Result<(ClientId, Arc<ClientSignals>), (u16, String)> {
     let mut hub = shared.lock();
-    let result = hub
-        .core
-        .handle_client_connect(Instant::now(), peer, Transport::Raw, None)
-        .map_err(|refused| (code::UNAVAILABLE, format!("vspc: {refused}")))
-        .and_then(|client| {
-            let mut menu = Vec::new();
-            hub.core.poll_client_transmit(client, &mut menu);
-            match hub.core.attach(client, vm, mode) {
-                Ok(()) => Ok(client),
-                Err(error) => {
-                    hub.core.handle_client_closed(client);
-                    let code = match error {
-                        AttachError::HeldExclusively(_) | AttachError::WritersAttached { .. } => {
-                            code::CONFLICT
-                        }
-                        AttachError::ClientGone => code::UNAVAILABLE,
-                        _ => code::NO_VM,
-                    };
-                    Err((code, format!("vspc: {error}")))
+    let result =
+        hub.core
+            .handle_client_connect(Instant::now(), peer, Transport::Raw, None)
+            .map_err(|refused| (code::UNAVAILABLE, format!("vspc: {refused}")))
+            .and_then(|client| {
+                let mut menu = Vec::new();
+                hub.core.poll_client_transmit(client, &mut menu);
+                match hub.core.attach(client, vm, mode) {
+                    Ok(()) => Ok(client),
+                    Err(error) => {
+                        hub.core.handle_client_closed(client);
+                        let code = match error {
+                            AttachError::HeldExclusively(_)
+                            | AttachError::WritersAttached { .. } => code::CONFLICT,
+                            AttachError::ClientGone => code::UNAVAILABLE,
+                            _ => code::NO_VM,
+                        };
+                        Err((code, format!("vspc: {error}")))
+                    }
                 }
-            }
-        })
-        .map(|client| (client, hub.register_client(client)));
+            })
+            .map(|client| (client, hub.register_client(client)));
     hub.settle();
     result
 }
