@@ -17,17 +17,26 @@ fn banner(name: &str, mode: &str) -> Vec<u8> {
     format!("\r\n[vspc: attached to {name} ({mode})]\r\n").into_bytes()
 }
 
+/// A console with one emulated VM, identified: the server, the VM and its name.
+async fn console_with_vm(
+    n: u64,
+    tweak: impl FnOnce(&mut vspc_server::ServerConfig),
+) -> (vspc_server::Server, TestVm, String) {
+    let proxy = web::start(tweak).await;
+    let vm = TestVm::start(vm_config(n), Target::plain(proxy.vm_addrs[0]));
+    let name = vm_config(n).identity.name;
+    identified(&proxy, &name).await;
+    (proxy, vm, name)
+}
+
 fn all_bytes() -> Vec<u8> {
     (0..=255u8).collect()
 }
 
 #[tokio::test]
 async fn terminal_is_byte_exact_both_ways_and_replays_the_scrollback() {
-    let proxy = web::start(|_| {}).await;
+    let (proxy, vm, name) = console_with_vm(1, |_| {}).await;
     let addr = proxy.web_addr.unwrap();
-    let vm = TestVm::start(vm_config(1), Target::plain(proxy.vm_addrs[0]));
-    let name = vm_config(1).identity.name;
-    identified(&proxy, &name).await;
     vm.with(|vm, _| vm.send_serial(b"before the page\r\n"))
         .unwrap();
     wait_snapshot(
@@ -66,11 +75,8 @@ async fn terminal_is_byte_exact_both_ways_and_replays_the_scrollback() {
 
 #[tokio::test]
 async fn modes_are_enforced_and_a_refusal_says_why() {
-    let proxy = web::start(|_| {}).await;
+    let (proxy, vm, name) = console_with_vm(2, |_| {}).await;
     let addr = proxy.web_addr.unwrap();
-    let vm = TestVm::start(vm_config(2), Target::plain(proxy.vm_addrs[0]));
-    let name = vm_config(2).identity.name;
-    identified(&proxy, &name).await;
 
     let mut exclusive = web::open(addr, &name, "excl").await;
     exclusive.expect_exact(&banner(&name, "excl")).await;
@@ -99,10 +105,8 @@ async fn modes_are_enforced_and_a_refusal_says_why() {
 
 #[tokio::test]
 async fn requests_without_the_token_are_refused() {
-    let proxy = web::start(|_| {}).await;
+    let (proxy, _vm, name) = console_with_vm(3, |_| {}).await;
     let addr = proxy.web_addr.unwrap();
-    let _vm = TestVm::start(vm_config(3), Target::plain(proxy.vm_addrs[0]));
-    identified(&proxy, &vm_config(3).identity.name).await;
 
     for path in [
         "/",
@@ -139,7 +143,7 @@ async fn requests_without_the_token_are_refused() {
     let (head, body) = web::get(addr, "/api/vms", &[("Cookie", &cookie)]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let listing: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(vms(&listing)[0]["name"], vm_config(3).identity.name);
+    assert_eq!(vms(&listing)[0]["name"], name);
     let (head, body) = web::get(addr, "/", &[BEARER]).await;
     assert!(
         head.contains("content-security-policy: default-src 'self'"),
@@ -205,9 +209,7 @@ async fn bad_frame(proxy: &vspc_server::Server, vm: &TestVm, frame: &[u8], code:
 
 #[tokio::test]
 async fn malformed_huge_and_text_frames_close_the_terminal() {
-    let proxy = web::start(|c| c.web.max_message = 4096).await;
-    let vm = TestVm::start(vm_config(4), Target::plain(proxy.vm_addrs[0]));
-    identified(&proxy, &vm_config(4).identity.name).await;
+    let (proxy, vm, _) = console_with_vm(4, |c| c.web.max_message = 4096).await;
 
     // Unmasked client frame.
     bad_frame(&proxy, &vm, &[0x82, 0x03, b'a', b'b', b'c'], 1002).await;
@@ -242,16 +244,13 @@ async fn malformed_huge_and_text_frames_close_the_terminal() {
 
 #[tokio::test]
 async fn a_page_that_never_reads_is_dropped_and_the_vm_goes_on() {
-    let proxy = web::start(|c| {
+    let (proxy, vm, name) = console_with_vm(5, |c| {
         // Above the largest VM read (64 KiB), which alone may take a client to twice it.
         c.client.output_budget = 64 * 1024;
         c.client.slow_grace_ms = 200;
     })
     .await;
     let addr = proxy.web_addr.unwrap();
-    let vm = TestVm::start(vm_config(5), Target::plain(proxy.vm_addrs[0]));
-    let name = vm_config(5).identity.name;
-    identified(&proxy, &name).await;
     // A page that opens the terminal and never reads again, and one that keeps up.
     let mut stuck = RawWs::open_with(addr, "vm=1&mode=rw", Some(4096)).await;
     assert_eq!(stuck.frame().await.map(|f| f.0), Some(2));
@@ -313,11 +312,8 @@ async fn a_page_that_never_reads_is_dropped_and_the_vm_goes_on() {
 
 #[tokio::test]
 async fn the_terminal_goes_on_through_a_vmotion_and_a_reconnect() {
-    let proxy = web::start(|_| {}).await;
+    let (proxy, vm, name) = console_with_vm(6, |_| {}).await;
     let addr = proxy.web_addr.unwrap();
-    let vm = TestVm::start(vm_config(6), Target::plain(proxy.vm_addrs[0]));
-    let name = vm_config(6).identity.name;
-    identified(&proxy, &name).await;
     let mut term = web::open(addr, "1", "rw").await;
     term.expect_exact(&banner(&name, "rw")).await;
 
