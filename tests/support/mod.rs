@@ -358,6 +358,18 @@ pub fn has_vm(snapshot: &serde_json::Value, name: &str) -> bool {
 /// The example binary: cargo says where it is (building it first if needed; `cargo test`
 /// already built it, with the README's flags, so this is normally a no-op).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
+    // Once per example and test process: each cargo run costs seconds on a busy machine.
+    static BUILT: Mutex<Vec<(String, std::path::PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let path = build_example(name);
+    built.push((name.to_owned(), path.clone()));
+    path
+}
+
+fn build_example(name: &str) -> std::path::PathBuf {
     let output = std::process::Command::new(env!("CARGO"))
         .args(["build", "--workspace", "--all-features", "--example", name])
         .args(["--message-format=json-render-diagnostics", "--quiet"])
