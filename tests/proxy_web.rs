@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::web::{self, client_frame, RawWs, BEARER, TOKEN};
 use support::*;
-use vspc_emulator::{EmulatorEvent, VmotionOutcome, VmotionPlan};
+use vspc_emulator::{VmotionOutcome, VmotionPlan};
 
 fn banner(name: &str, mode: &str) -> Vec<u8> {
     format!("\r\n[vspc: attached to {name} ({mode})]\r\n").into_bytes()
@@ -336,12 +336,11 @@ async fn the_terminal_goes_on_through_a_vmotion_and_a_reconnect() {
         }
         term.drain(Duration::from_millis(2)).await;
     }
-    vm.wait("the vMotion's end", |_, seen| {
-        seen.events
-            .iter()
-            .any(|e| matches!(e, EmulatorEvent::Vmotion(VmotionOutcome::Completed { .. })))
-    })
-    .await;
+    let outcome = vm.vmotion_outcome().await;
+    assert!(
+        matches!(outcome, VmotionOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
     vm.wait_received(&typed).await;
     term.expect_exact(&printed).await;
 
@@ -370,4 +369,71 @@ async fn the_terminal_goes_on_through_a_vmotion_and_a_reconnect() {
     let history = vms(&listed)[0]["vmotions"].to_string();
     assert!(history.contains("complete"), "{history}");
     proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_and_wss_with_the_configured_certificate() {
+    let dir = temp_dir("web-tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let (proxy, vm, name) = console_with_vm(7, |c| {
+        c.web.tls_cert = Some(cert);
+        c.web.tls_key = Some(key);
+    })
+    .await;
+    let addr = proxy.web_addr.unwrap();
+    assert_eq!(
+        proxy.web_url.as_deref(),
+        Some(format!("https://{addr}/?token={TOKEN}").as_str())
+    );
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(server, tcp).await.unwrap()
+    };
+
+    // Over HTTPS the cookie is Secure.
+    let mut stream = connect().await;
+    let request =
+        format!("GET /?token={TOKEN} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 303"), "{response}");
+    assert!(
+        response.contains("HttpOnly; SameSite=Strict; Secure\r\n"),
+        "{response}"
+    );
+
+    // A terminal over wss, byte-exact.
+    let url = format!("wss://localhost:{}/ws/terminal?vm=1&mode=rw", addr.port());
+    let mut term = web::try_open_on(connect().await, &url, &[BEARER])
+        .await
+        .expect("wss terminal");
+    term.expect_exact(&banner(&name, "rw")).await;
+    vm.with(|vm, _| vm.send_serial(&all_bytes())).unwrap();
+    term.expect_exact(&all_bytes()).await;
+    term.send(&all_bytes()).await;
+    vm.wait_received(&all_bytes()).await;
+    // Plain HTTP on the HTTPS port gets nothing served.
+    let (head, _) = web::get(addr, "/api/vms", &[BEARER]).await;
+    assert!(!head.contains("200 OK"), "{head}");
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use support::cdp::Browser;
 use support::web;
 use support::*;
-use vspc_emulator::{EmulatorEvent, VmotionOutcome, VmotionPlan};
+use vspc_emulator::{VmotionOutcome, VmotionPlan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_lists_vms_types_into_a_terminal_and_follows_a_vmotion() {
@@ -117,13 +117,11 @@ async fn chromium_lists_vms_types_into_a_terminal_and_follows_a_vmotion() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    first
-        .wait("the vMotion's end", |_, seen| {
-            seen.events
-                .iter()
-                .any(|e| matches!(e, EmulatorEvent::Vmotion(VmotionOutcome::Completed { .. })))
-        })
-        .await;
+    let outcome = first.vmotion_outcome().await;
+    assert!(
+        matches!(outcome, VmotionOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
     for _ in 0..20 {
         let line = format!("line {sequence:03}\r\n");
         first.with(|vm, _| vm.send_serial(line.as_bytes())).unwrap();
