@@ -437,3 +437,56 @@ async fn https_and_wss_with_the_configured_certificate() {
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_live_listing_streams_vm_events_and_is_capped() {
+    let (proxy, _vm, name) = console_with_vm(8, |c| c.web.max_listeners = 1).await;
+    let addr = proxy.web_addr.unwrap();
+    let mut events = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut events, request.as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = async |needle: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while find(&seen, needle.as_bytes()).is_none() {
+            let mut chunk = [0u8; 4096];
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let n =
+                tokio::time::timeout(left, tokio::io::AsyncReadExt::read(&mut events, &mut chunk))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("no {needle:?} in {:?}", String::from_utf8_lossy(&seen))
+                    })
+                    .unwrap();
+            assert!(
+                n > 0,
+                "the stream ended: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    let first = read_until("event: listing").await;
+    assert!(first.contains("content-type: text/event-stream"), "{first}");
+    read_until(&format!("\"name\":\"{name}\"")).await;
+
+    // A second page over web.max_listeners is refused; the first is not disturbed.
+    let (head, _) = web::get(addr, "/api/events", &[BEARER]).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+
+    // A new VM: its event, then a listing with it.
+    let second = TestVm::start(vm_config(9), Target::plain(proxy.vm_addrs[0]));
+    let text = read_until("\"name\":\"vm-00009\"").await;
+    assert!(
+        text.contains("event: vm\ndata: {\"event\":\"added\",\"label\":\"vSPC.py\",\"name\":\"vm-00009\",\"vm\":2}"),
+        "{text}"
+    );
+    drop(second);
+    read_until("\"event\":\"disconnected\",\"vm\":2").await;
+    proxy.shutdown().await;
+}

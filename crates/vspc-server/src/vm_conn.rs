@@ -201,7 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> VmLink<S> {
 pub fn set_keepalive(stream: &tokio::net::TcpStream, keep_idle_secs: u32) {
     let params = KeepIdle::from_secs(keep_idle_secs).tcp_keepalive();
     if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
-        tracing::warn!(%error, "cannot set TCP keepalive on a VM connection");
+        tracing::warn!(%error, "cannot set TCP keepalive");
     }
     let _ = stream.set_nodelay(true);
 }

@@ -47,6 +47,10 @@ const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// TLS handshakes in progress at once; more connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 64;
 
+/// The keepIdle model of the console's connections: a page whose network vanished (a laptop
+/// put to sleep) frees its terminal about five minutes later, not never.
+const KEEP_IDLE_SECS: u32 = 300;
+
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -364,7 +368,8 @@ async fn terminal(
         })
 }
 
-/// HTTP: every connection without Nagle's delay (keys typed into a terminal).
+/// HTTP: every connection without Nagle's delay (keys typed into a terminal), and with TCP
+/// keepalive.
 struct PlainListener(TcpListener);
 
 impl Listener for PlainListener {
@@ -373,7 +378,7 @@ impl Listener for PlainListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, peer) = Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
+        crate::vm_conn::set_keepalive(&stream, KEEP_IDLE_SECS);
         (stream, peer)
     }
 
@@ -406,7 +411,7 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
+                    crate::vm_conn::set_keepalive(&stream, KEEP_IDLE_SECS);
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                     drop(permit);
