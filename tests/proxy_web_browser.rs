@@ -1,8 +1,8 @@
 //! The web console in a real browser: headless Chromium (Debian's `chromium`), driven over
 //! the DevTools protocol, opens the console with its token, sees the emulated VMs listed,
 //! opens a terminal that shows a VM's scrollback and output, types keys that reach the VM,
-//! and keeps the stream whole through a vMotion that happens while the page is open. A
-//! screenshot is taken (and written to `VSPC_SCREENSHOT` when that is set).
+//! keeps the stream whole through a vMotion that happens while the page is open, and
+//! reconnects by itself when its WebSocket drops. A screenshot is taken (and written to `VSPC_SCREENSHOT` when that is set).
 //!
 //! Skipped, saying so, only when `/usr/bin/chromium` is absent.
 #![allow(clippy::disallowed_methods)]
@@ -166,6 +166,49 @@ async fn chromium_lists_vms_types_into_a_terminal_and_follows_a_vmotion() {
         1,
         "{listed:#}"
     );
+
+    // The WebSocket drops: the page reconnects by itself, the scrollback comes back, and the
+    // terminal goes on (no reload).
+    browser.eval(&page, "vspc.drop()").await;
+    browser
+        .wait_for(
+            &page,
+            "the terminal reconnected",
+            "vspc.reconnects() === 1 && vspc.status() === 'attached'",
+        )
+        .await;
+    browser
+        .wait_for(
+            &page,
+            "the scrollback replayed",
+            &format!("vspc.text().includes('{last}')"),
+        )
+        .await;
+    first
+        .with(|vm, _| vm.send_serial(b"after the drop\r\n"))
+        .unwrap();
+    browser
+        .wait_for(
+            &page,
+            "output after the drop",
+            "vspc.text().includes('after the drop')",
+        )
+        .await;
+    browser.type_text(&page, "exit\r").await;
+    typed.extend_from_slice(b"exit\r");
+    first.wait_received(&typed).await;
+    assert_eq!(browser.eval(&page, "location.pathname").await, json!("/"));
+    // The dropped WebSocket's client is gone, not leaked beside the new one.
+    wait_snapshot(
+        "one client",
+        || proxy.snapshot(),
+        |s| {
+            vms(s)[0]["clients"]
+                .as_array()
+                .is_some_and(|c| c.len() == 1)
+        },
+    )
+    .await;
 
     let png = browser.screenshot(&page).await;
     assert!(

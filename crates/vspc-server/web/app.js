@@ -100,6 +100,7 @@ class Console {
     this.vm = vm;
     this.mode = mode;
     this.received = 0;
+    this.reconnects = 0;
     this.attempt = 0;
     this.opened = false;
     this.closed = false;
@@ -150,7 +151,10 @@ class Console {
     this.status('connecting');
     ws.onopen = () => {
       // A new attach replays the scrollback: start from a clean screen, not a doubled one.
-      if (this.opened) this.term.reset();
+      if (this.opened) {
+        this.term.reset();
+        this.reconnects += 1;
+      }
       this.opened = true;
       this.attempt = 0;
       this.status('attached');
@@ -220,6 +224,9 @@ window.vspc = {
   received: () => (current ? current.received : 0),
   status: () => (current ? $('console-state').textContent : ''),
   focus: () => current && current.term.focus(),
+  // Ends the terminal's WebSocket as a network drop would (the page then reconnects).
+  drop: () => current && current.ws && current.ws.close(4000, 'dropped'),
+  reconnects: () => (current ? current.reconnects : 0),
 };
 
 follow();
