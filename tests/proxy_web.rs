@@ -194,16 +194,7 @@ async fn bad_frame(proxy: &vspc_server::Server, vm: &TestVm, frame: &[u8], code:
         Some(code),
         "{frame:02x?}: {closed:?}"
     );
-    wait_snapshot(
-        "the client gone",
-        || proxy.snapshot(),
-        |s| {
-            vms(s)[0]["clients"]
-                .as_array()
-                .is_some_and(|c| c.is_empty())
-        },
-    )
-    .await;
+    web::wait_clients(proxy, 0, "the client gone").await;
     assert_eq!(vm.received(), b"", "nothing of a bad frame reaches the VM");
 }
 
@@ -282,16 +273,7 @@ async fn a_page_that_never_reads_is_dropped_and_the_vm_goes_on() {
         }
         assert_eq!(seen, total);
     });
-    wait_snapshot(
-        "the stuck page dropped",
-        || proxy.snapshot(),
-        |s| {
-            vms(s)[0]["clients"]
-                .as_array()
-                .is_some_and(|c| c.len() == 1)
-        },
-    )
-    .await;
+    web::wait_clients(&proxy, 1, "the stuck page dropped").await;
     let metrics = proxy.handle().metrics_text();
     assert!(
         metrics.contains("vspc_clients_dropped_slow_total 1\n"),

@@ -199,16 +199,7 @@ async fn chromium_lists_vms_types_into_a_terminal_and_follows_a_vmotion() {
     first.wait_received(&typed).await;
     assert_eq!(browser.eval(&page, "location.pathname").await, json!("/"));
     // The dropped WebSocket's client is gone, not leaked beside the new one.
-    wait_snapshot(
-        "one client",
-        || proxy.snapshot(),
-        |s| {
-            vms(s)[0]["clients"]
-                .as_array()
-                .is_some_and(|c| c.len() == 1)
-        },
-    )
-    .await;
+    web::wait_clients(&proxy, 1, "one client").await;
 
     let png = browser.screenshot(&page).await;
     assert!(

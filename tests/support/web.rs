@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::WebSocketStream;
 use vspc_server::{Server, ServerConfig};
 
-use super::{find, WAIT};
+use super::{find, vms, wait_snapshot, WAIT};
 
 /// The token of the tests' consoles.
 pub const TOKEN: &str = "test-token-0123456789";
@@ -310,4 +310,14 @@ pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
     let mut config = web_config();
     tweak(&mut config);
     Server::start(config).await.unwrap()
+}
+
+/// Waits (bounded) until the first VM entry has `n` clients attached.
+pub async fn wait_clients(proxy: &Server, n: usize, what: &str) {
+    wait_snapshot(
+        what,
+        || proxy.snapshot(),
+        |s| vms(s)[0]["clients"].as_array().map(Vec::len) == Some(n),
+    )
+    .await;
 }
