@@ -14,6 +14,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vspc::telnet::{encode_command, encode_data, encode_subnegotiation, Command, Decoder, Event};
+use vspc_testkit::Xorshift;
 
 const CHUNK: usize = 16 * 1024;
 
@@ -29,27 +30,15 @@ fn input_size() -> usize {
         * 1024
 }
 
-/// A small deterministic generator, so every run decodes the same bytes.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn console(size: usize) -> Vec<u8> {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Xorshift::new(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::with_capacity(size + 128);
     let mut line = 0u64;
     while out.len() < size {
         let start = out.len();
         out.extend_from_slice(format!("[{:>6}.{:06}] ", line / 1000, line % 1_000_000).as_bytes());
         while out.len() - start < 78 {
-            out.push(b" abcdefghijklmnopqrstuvwxyz0123456789:=/-"[(rng.next() % 41) as usize]);
+            out.push(b" abcdefghijklmnopqrstuvwxyz0123456789:=/-"[(rng.next_u64() % 41) as usize]);
         }
         out.extend_from_slice(b"\r\n");
         line += 1;
@@ -59,12 +48,12 @@ fn console(size: usize) -> Vec<u8> {
 }
 
 fn binary(size: usize) -> Vec<u8> {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = Xorshift::new(0x2545_f491_4f6c_dd1d);
     let mut out = Vec::with_capacity(size + 2 * CHUNK);
     let mut raw = vec![0u8; CHUNK];
     while out.len() < size {
         for byte in raw.iter_mut() {
-            *byte = rng.next() as u8;
+            *byte = rng.next_u64() as u8;
         }
         encode_data(&raw, true, &mut out);
     }
@@ -78,17 +67,17 @@ fn binary(size: usize) -> Vec<u8> {
 }
 
 fn chatty(size: usize) -> Vec<u8> {
-    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut rng = Xorshift::new(0x1234_5678_9abc_def1);
     let mut out = Vec::with_capacity(size + 128);
     let mut sequence = 0u32;
     while out.len() < size {
-        let len = 8 + (rng.next() % 32) as usize;
+        let len = 8 + (rng.next_u64() % 32) as usize;
         let line: Vec<u8> = (0..len)
-            .map(|_| b"abcdefghijklmnopqrstuvwxyz "[(rng.next() % 27) as usize])
+            .map(|_| b"abcdefghijklmnopqrstuvwxyz "[(rng.next_u64() % 27) as usize])
             .collect();
         encode_data(&line, true, &mut out);
         out.extend_from_slice(b"\r\n");
-        match rng.next() % 4 {
+        match rng.next_u64() % 4 {
             0 => encode_command(Command::Nop, &mut out),
             1 => {
                 let mut payload = vec![0x28];

@@ -2,32 +2,11 @@
 //! concentrator's first layer sees it, and prints every event and every reply.
 //!
 //! `cargo run --example decode_session` (optionally `-- --split N` to feed N-byte reads).
+//! The captures come from the workspace's test kit, so this example is not in the package.
 
 use vspc::proto::Message;
 use vspc::telnet::{option, Policy, Telnet, TelnetConfig, TelnetEvent};
-
-/// The VM-to-proxy segments of a source connection: handshake, identification, COM-PORT
-/// offer, a serial byte, then a vMotion BEGIN.
-const SESSION: &[&str] = &[
-    "fffb25",
-    "fffd00",
-    "fffd03fffd01fffb00",
-    "fffb03",
-    "fffbe8",
-    "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae84653765350432e7079fff0",
-    "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0",
-    "fffae852766d2d3030303030fff0",
-    "fffb2c",
-    "20",
-    "fffae82844da87f1fff0",
-];
-
-fn hex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .filter_map(|i| text.get(2 * i..2 * i + 2))
-        .filter_map(|pair| u8::from_str_radix(pair, 16).ok())
-        .collect()
-}
+use vspc_testkit::esxi::{stream, BLOCK_A, BLOCK_B};
 
 fn main() {
     let split = std::env::args()
@@ -47,7 +26,9 @@ fn main() {
         policy,
         ..TelnetConfig::default()
     });
-    let wire: Vec<u8> = SESSION.iter().flat_map(|segment| hex(segment)).collect();
+    // The VM-to-proxy bytes of a source connection: handshake, identification, COM-PORT
+    // offer, a serial byte (block A), then a vMotion BEGIN (block B).
+    let wire = [stream(BLOCK_A, true), stream(BLOCK_B, true)].concat();
     let reads: Vec<&[u8]> = match split {
         Some(n) => wire.chunks(n).collect(),
         None => vec![&wire[..]],

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
 
 fn files(dir: &PathBuf) -> Vec<(String, Vec<u8>)> {
@@ -115,14 +115,8 @@ async fn vm_connections_from_outside_the_allowlist_are_refused_and_counted() {
     config.vm.allow = vec!["192.0.2.0/24".parse().unwrap()];
     let proxy = Proxy::start(config).await.unwrap();
     // Refused before the handshake: the proxy sends nothing and closes.
-    let mut stream = tokio::net::TcpStream::connect(proxy.vm_addrs[0])
-        .await
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(WAIT, stream.read(&mut buf))
-        .await
-        .unwrap();
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let mut refused = RawClient::connect(proxy.vm_addrs[0]).await;
+    assert_eq!(refused.expect_closed().await, b"");
     let metrics = proxy.handle().metrics_text();
     assert!(
         metrics.contains("vspc_vm_connections_denied_total 1\n"),
@@ -323,20 +317,10 @@ async fn a_vm_connection_that_never_identifies_is_closed() {
     let mut config = Config::ephemeral();
     config.vm.identify_timeout_secs = 1;
     let proxy = Proxy::start(config).await.unwrap();
-    let mut silent = tokio::net::TcpStream::connect(proxy.vm_addrs[0])
-        .await
-        .unwrap();
+    let mut silent = RawClient::connect(proxy.vm_addrs[0]).await;
     let started = Instant::now();
-    let mut buf = [0u8; 256];
-    loop {
-        match tokio::time::timeout(WAIT, silent.read(&mut buf))
-            .await
-            .unwrap()
-        {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    // The proxy's opening negotiation, then the close.
+    silent.expect_closed().await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     let text = proxy.handle().metrics_text();

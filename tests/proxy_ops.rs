@@ -208,12 +208,9 @@ async fn hostile_vms_disturb_no_other_vm_and_no_log() {
     client.select("vm-00050").await;
 
     // A raw connection that never speaks telnet properly, then vanishes mid-subnegotiation.
-    let mut raw = tokio::net::TcpStream::connect(proxy.vm_addrs[0])
-        .await
-        .unwrap();
-    raw.write_all(b"\xff\xfa\xe8\x50garbage \xff\xff\xff\xfa\xfa\xfa")
-        .await
-        .unwrap();
+    let mut raw = RawClient::connect(proxy.vm_addrs[0]).await;
+    raw.send(b"\xff\xfa\xe8\x50garbage \xff\xff\xff\xfa\xfa\xfa")
+        .await;
     drop(raw);
 
     let mut expected = Vec::new();
@@ -367,14 +364,8 @@ async fn connection_caps_refuse_the_excess_and_spare_the_rest() {
     identified(&proxy, "vm-00052").await;
 
     // A third VM connection: closed without a byte.
-    let mut third = tokio::net::TcpStream::connect(proxy.vm_addrs[0])
-        .await
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(WAIT, third.read(&mut buf))
-        .await
-        .unwrap();
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let mut third = RawClient::connect(proxy.vm_addrs[0]).await;
+    assert_eq!(third.expect_closed().await, b"");
 
     // One client is served; a second is told and closed.
     let mut client = TestClient::connect(proxy.client_addr).await;

@@ -1,7 +1,5 @@
-//! Fuzz target: see `checks/emulated_session.rs` for the scenario format and the invariants.
+//! Fuzz target: see `vspc_testkit::fuzz::emulated_session` for the scenario format and the
+//! invariants.
 #![no_main]
 
-#[path = "../checks/emulated_session.rs"]
-mod checks;
-
-libfuzzer_sys::fuzz_target!(|input: &[u8]| checks::check(input));
+libfuzzer_sys::fuzz_target!(|input: &[u8]| vspc_testkit::fuzz::emulated_session::check(input));

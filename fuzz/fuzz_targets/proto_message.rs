@@ -1,9 +1,6 @@
 //! Fuzz target for the option-232 message parser of vspc-proto: see
-//! `crates/vspc-proto/tests/support/proto_message.rs` for the invariants (no panic; parse ->
-//! encode -> parse is the identity; the wire form decodes back through the telnet layer).
+//! `vspc_testkit::fuzz::proto_message` for the invariants (no panic; parse -> encode -> parse
+//! is the identity; the wire form decodes back through the telnet layer).
 #![no_main]
 
-#[path = "../../crates/vspc-proto/tests/support/proto_message.rs"]
-mod checks;
-
-libfuzzer_sys::fuzz_target!(|input: &[u8]| checks::check(input));
+libfuzzer_sys::fuzz_target!(|input: &[u8]| vspc_testkit::fuzz::proto_message::check(input));

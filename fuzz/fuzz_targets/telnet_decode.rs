@@ -1,7 +1,4 @@
-//! Fuzz target: see `checks/telnet_decode.rs` for the invariants.
+//! Fuzz target: see `vspc_testkit::fuzz::telnet_decode` for the invariants.
 #![no_main]
 
-#[path = "../checks/telnet_decode.rs"]
-mod checks;
-
-libfuzzer_sys::fuzz_target!(|input: &[u8]| checks::check(input));
+libfuzzer_sys::fuzz_target!(|input: &[u8]| vspc_testkit::fuzz::telnet_decode::check(input));

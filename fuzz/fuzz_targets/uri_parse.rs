@@ -1,10 +1,6 @@
-//! Fuzz target for the URI parsers of vspc-backing: see
-//! `crates/vspc-backing/tests/support/uri_invariant.rs` for the invariant (no panic;
-//! parse(display(parse(s))) == parse(s) for service URIs, proxy URIs, authentication
-//! parameters and hosts; validation never panics).
+//! Fuzz target for the URI parsers of vspc-backing: see `vspc_testkit::fuzz::uri_parse` for
+//! the invariant (no panic; parse(display(parse(s))) == parse(s) for service URIs, proxy URIs,
+//! authentication parameters and hosts; validation never panics).
 #![no_main]
 
-#[path = "../../crates/vspc-backing/tests/support/uri_invariant.rs"]
-mod uri_invariant;
-
-libfuzzer_sys::fuzz_target!(|input: &[u8]| uri_invariant::check_bytes(input));
+libfuzzer_sys::fuzz_target!(|input: &[u8]| vspc_testkit::fuzz::uri_parse::check_bytes(input));

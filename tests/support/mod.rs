@@ -1,18 +1,21 @@
 //! Test helpers over real loopback sockets: emulated VMs (vspc-emulator's tokio driver, with
-//! what each VM's clients sent collected for assertions) and telnet clients.
+//! what each VM's clients sent collected for assertions); the clients come from the
+//! workspace's test kit.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)] // each test binary uses part of it; IO layer
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 pub use vspc_emulator::driver::Target;
 use vspc_emulator::driver::{self, EventKind, Vm};
 use vspc_emulator::{EmulatedVm, EmulatorConfig, EmulatorEvent, VmotionOutcome};
-use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
+#[allow(unused_imports)] // each test binary uses part of the kit
+pub use vspc_testkit::{
+    find,
+    net::{http_get, RawClient, TestClient, WAIT},
+};
 
 pub mod cdp;
 pub mod web;
@@ -30,9 +33,6 @@ pub fn vm_config(n: u64) -> EmulatorConfig {
 pub async fn identified(proxy: &vspc_server::Server, name: &str) {
     wait_snapshot(name, || proxy.snapshot(), |s| has_vm(s, name)).await;
 }
-
-/// Every wait in the tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
 
 /// `Target::plain(addr)`: a `telnet://` target.
 pub trait PlainTarget {
@@ -155,172 +155,6 @@ impl TestVm {
         })
         .await;
     }
-}
-
-/// A telnet client (what a person's `telnet` does, minus the terminal).
-pub struct TestClient {
-    stream: TcpStream,
-    telnet: Telnet,
-    /// Decoded data received so far.
-    pub data: Vec<u8>,
-    consumed: Vec<u8>,
-    pub closed: bool,
-}
-
-impl TestClient {
-    pub async fn connect(addr: SocketAddr) -> TestClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect timeout")
-            .expect("connect");
-        TestClient::from_stream(stream)
-    }
-
-    pub fn from_stream(stream: TcpStream) -> TestClient {
-        let policy = Policy::new()
-            .accept_both(option::BINARY)
-            .accept_both(option::SGA)
-            .accept_remote(option::ECHO);
-        TestClient {
-            stream,
-            telnet: Telnet::new(TelnetConfig {
-                policy,
-                ..TelnetConfig::default()
-            }),
-            data: Vec::new(),
-            consumed: Vec::new(),
-            closed: false,
-        }
-    }
-
-    /// One read (bounded); false on EOF.
-    async fn read_once(&mut self, limit: Duration) -> bool {
-        let mut buf = vec![0u8; 16384];
-        match tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
-            Err(_) => true,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.closed = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                let mut input = &buf[..n];
-                while let Some(event) = self.telnet.next_event(&mut input) {
-                    if let TelnetEvent::Data(bytes) = event {
-                        self.data.extend_from_slice(bytes);
-                    }
-                }
-                if let Some(reply) = self.telnet.poll_transmit() {
-                    let _ = self.stream.write_all(&reply).await;
-                }
-                true
-            }
-        }
-    }
-
-    /// What `expect` consumed last (up to and including its needle).
-    pub fn menu_seen(&self) -> Vec<u8> {
-        self.consumed.clone()
-    }
-
-    /// Reads until the data contains `needle`; returns the data after it and keeps only that.
-    pub async fn expect(&mut self, needle: &[u8]) -> Vec<u8> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(at) = find(&self.data, needle) {
-                let rest = self.data.split_off(at + needle.len());
-                self.consumed = std::mem::take(&mut self.data);
-                self.data = rest.clone();
-                return rest;
-            }
-            assert!(
-                !self.closed,
-                "closed before {:?}; got {:?}",
-                String::from_utf8_lossy(needle),
-                String::from_utf8_lossy(&self.data)
-            );
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {:?}; got {:?}",
-                String::from_utf8_lossy(needle),
-                String::from_utf8_lossy(&self.data)
-            );
-            self.read_once(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Reads until exactly `expected` has arrived (fails at once on a wrong prefix).
-    pub async fn expect_exact(&mut self, expected: &[u8]) {
-        let deadline = Instant::now() + WAIT;
-        let mut checked = 0;
-        loop {
-            let upto = self.data.len().min(expected.len());
-            if let Some(at) = (checked..upto).find(|&i| self.data[i] != expected[i]) {
-                let from = at.saturating_sub(16);
-                panic!(
-                    "client got {:?} at byte {at} of {}, expected {:?}",
-                    String::from_utf8_lossy(&self.data[from..upto.min(at + 64)]),
-                    expected.len(),
-                    String::from_utf8_lossy(&expected[from..upto.min(at + 64)])
-                );
-            }
-            checked = upto;
-            if self.data.len() >= expected.len() {
-                break;
-            }
-            assert!(!self.closed, "closed early");
-            assert!(
-                Instant::now() < deadline,
-                "timed out; got {} bytes",
-                self.data.len()
-            );
-            self.read_once(Duration::from_millis(50)).await;
-        }
-        assert_eq!(self.data.len(), expected.len(), "client got extra bytes");
-        self.data.clear();
-    }
-
-    /// Reads whatever comes within `limit`.
-    pub async fn drain(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline && !self.closed {
-            self.read_once(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Reads until the proxy closes the connection (bounded).
-    pub async fn expect_closed(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        while !self.closed {
-            assert!(
-                Instant::now() < deadline,
-                "not closed; got {:?}",
-                String::from_utf8_lossy(&self.data)
-            );
-            self.read_once(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sends data (0xFF doubled, nothing else touched: BINARY is negotiated).
-    pub async fn send(&mut self, data: &[u8]) {
-        let mut out = Vec::new();
-        encode_data(data, true, &mut out);
-        self.stream.write_all(&out).await.expect("client write");
-    }
-
-    /// Sends bytes exactly as given (telnet commands included).
-    pub async fn send_raw(&mut self, wire: &[u8]) {
-        self.stream.write_all(wire).await.expect("client write");
-    }
-
-    /// Selects a VM and waits for the attach banner; returns what followed it (scrollback).
-    pub async fn select(&mut self, line: &str) -> Vec<u8> {
-        self.send(format!("{line}\r\n").as_bytes()).await;
-        self.expect(b")]\r\n").await
-    }
-}
-
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Waits (bounded) for a condition on the proxy's admin snapshot.
@@ -459,20 +293,4 @@ fn proxy_command(log_dir: &std::path::Path, log_level: &str) -> tokio::process::
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     command
-}
-
-/// One HTTP/1.1 GET (the admin listener closes after answering): the head and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
 }

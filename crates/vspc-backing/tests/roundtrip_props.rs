@@ -1,13 +1,11 @@
 //! Property tests: generated URIs of every form display exactly as written (scheme
 //! lower-cased) and parse back to the same value; arbitrary text never breaks the parsers.
 
-#[path = "support/uri_invariant.rs"]
-mod uri_invariant;
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use vspc_backing::{AuthKey, ProxyUri, Scheme, ServiceUri};
+use vspc_testkit::fuzz::uri_parse as uri_invariant;
 
 /// Randomises the case of an ASCII string.
 fn random_case(s: &'static str) -> impl Strategy<Value = String> {

@@ -12,15 +12,13 @@
 //! `DONT AUTHENTICATION` (2.692 ms, answered 2.847 ms). Block C shows the same.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-#[path = "../../vspc-proto/tests/common/mod.rs"]
-mod proto;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proto::{hex, t0, Line, BLOCK_A, BLOCK_B, BLOCK_C, BLOCK_D, BLOCK_E, UUID_VMX};
 use vspc_emulator::*;
+use vspc_testkit::esxi::{Line, BLOCK_A, BLOCK_B, BLOCK_C, BLOCK_D, BLOCK_E, UUID_VMX};
+use vspc_testkit::{epoch as t0, hex};
 
 /// One connection's part of a replay: a capture block on a clock offset, and ESXi's reads
 /// as the number of consecutive proxy segments each one took.

@@ -1,5 +1,6 @@
 //! Session throughput (VM data relayed through a ProxySession, client data sent to the VM),
-//! in-memory handshakes per second and vMotions per second.
+//! in-memory handshakes per second and vMotions per second. Uses the workspace's test kit, so
+//! it is not in the package.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -8,49 +9,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use vspc_proto::*;
+use vspc_testkit::esxi::source_vm_config;
+use vspc_testkit::pair::converse;
 
-fn uuid() -> Uuid {
-    "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00"
-        .parse()
-        .unwrap()
-}
-
-fn source() -> VmConfig {
-    VmConfig::new(
-        uuid(),
-        "vm-00000",
-        VmRole::Source {
-            direction: Direction::Server,
-            service_uri: Bytes::from_static(b"vSPC.py"),
-        },
-    )
-}
-
-/// Shuttles bytes until both sides are quiet; returns whether the proxy saw the VM's name.
+/// A handshake to quiescence; the proxy's event count.
 fn pump(now: Instant, vm: &mut VmSession, proxy: &mut ProxySession) -> usize {
-    let mut events = 0;
-    loop {
-        let mut moved = false;
-        while let Some(b) = vm.poll_transmit() {
-            proxy.handle_input(now, &b);
-            moved = true;
-        }
-        while proxy.poll_event().is_some() {
-            events += 1;
-        }
-        while let Some(b) = proxy.poll_transmit() {
-            vm.handle_input(now, &b);
-            moved = true;
-        }
-        while vm.poll_event().is_some() {}
-        if !moved {
-            return events;
-        }
-    }
+    converse(now, vm, proxy, drop)
 }
 
 fn established(now: Instant) -> ProxySession {
-    let mut vm = VmSession::new(now, source());
+    let mut vm = VmSession::new(now, source_vm_config());
     let mut proxy = ProxySession::new(SessionId(1), ProxyConfig::default());
     pump(now, &mut vm, &mut proxy);
     assert!(proxy.identity().is_identified());
@@ -144,7 +112,7 @@ fn handshakes(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("handshake", |b| {
         b.iter(|| {
-            let mut vm = VmSession::new(now, source());
+            let mut vm = VmSession::new(now, source_vm_config());
             let mut proxy = ProxySession::new(SessionId(1), ProxyConfig::default());
             black_box(pump(now, &mut vm, &mut proxy))
         })
@@ -155,7 +123,7 @@ fn handshakes(c: &mut Criterion) {
         b.iter_batched(
             || {
                 id += 2;
-                let mut vm = VmSession::new(now, source());
+                let mut vm = VmSession::new(now, source_vm_config());
                 let mut proxy = ProxySession::new(SessionId(id), ProxyConfig::default());
                 pump(now, &mut vm, &mut proxy);
                 (vm, proxy, id)
@@ -169,7 +137,7 @@ fn handshakes(c: &mut Criterion) {
                 let BeginOutcome::GoAhead { key, .. } = coord.begin(now, &mut src, true) else {
                     panic!("no GOAHEAD")
                 };
-                let mut config = source();
+                let mut config = source_vm_config();
                 config.role = VmRole::Destination {
                     sequence: Bytes::copy_from_slice(key.sequence().unwrap()),
                     secret: Bytes::copy_from_slice(key.secret().unwrap()),

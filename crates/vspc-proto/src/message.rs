@@ -473,16 +473,13 @@ impl Message {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
     #[test]
     fn esxi_known_suboptions() {
-        let payload = hex("000001020328292b2c2d2e304647495051545556575253");
+        // ESXi's KNOWN-SUBOPTIONS-1 (docs/esxi-wire.md, block A).
+        let payload = [
+            0x00, 0x00, 0x01, 0x02, 0x03, 0x28, 0x29, 0x2b, 0x2c, 0x2d, 0x2e, 0x30, 0x46, 0x47,
+            0x49, 0x50, 0x51, 0x54, 0x55, 0x56, 0x57, 0x52, 0x53,
+        ];
         let msg = Message::parse(&payload).unwrap();
         let Message::KnownSuboptions1(ref list) = msg else {
             panic!("{msg:?}")
@@ -527,15 +524,15 @@ mod tests {
 
     #[test]
     fn notnow_and_peer_ok_with_secret() {
-        let m = Message::parse(&hex("2bcd5267551122")).unwrap();
+        let m = Message::parse(b"\x2b\xcd\x52\x67\x55\x11\x22").unwrap();
         let Message::VmotionNotNow { sequence } = m else {
             panic!()
         };
-        assert!(sequence.starts_with(&hex("cd526755")));
+        assert!(sequence.starts_with(b"\xcd\x52\x67\x55"));
         assert_eq!(
-            Message::parse(&hex("2d44da87f1")).unwrap(),
+            Message::parse(b"\x2d\x44\xda\x87\xf1").unwrap(),
             Message::VmotionPeerOk {
-                sequence: Bytes::from(hex("44da87f1"))
+                sequence: Bytes::from_static(b"\x44\xda\x87\xf1")
             }
         );
     }
@@ -545,7 +542,7 @@ mod tests {
         let m = Message::VmotionPeer(VmotionKey::new(&[0xff, 0xf0], &[0xff, 0xff]));
         assert_eq!(
             m.to_wire(),
-            hex("fffae82cffff f0ffffffff fff0".replace(' ', "").as_str())
+            b"\xff\xfa\xe8\x2c\xff\xff\xf0\xff\xff\xff\xff\xff\xf0"
         );
     }
 }

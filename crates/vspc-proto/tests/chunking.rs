@@ -9,30 +9,15 @@ use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
 use vspc_proto::*;
+use vspc_testkit::pair::{drain_proxy, ProxySeen};
 
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Data(Vec<u8>),
-    Other(ProxyEvent),
-}
-
-fn run_proxy(chunks: &[&[u8]]) -> (Vec<Seen>, Vec<u8>) {
+fn run_proxy(chunks: &[&[u8]]) -> (Vec<ProxySeen>, Vec<u8>) {
     let now = t0();
     let mut session = ProxySession::new(SessionId(1), ProxyConfig::default());
-    let mut seen: Vec<Seen> = Vec::new();
-    let mut out = Vec::new();
+    let (mut seen, mut out) = (Vec::new(), Vec::new());
     for chunk in chunks {
         session.handle_input(now, &Bytes::copy_from_slice(chunk));
-        while let Some(event) = session.poll_event() {
-            match (event, seen.last_mut()) {
-                (ProxyEvent::Data(d), Some(Seen::Data(last))) => last.extend_from_slice(&d),
-                (ProxyEvent::Data(d), _) => seen.push(Seen::Data(d.to_vec())),
-                (other, _) => seen.push(Seen::Other(other)),
-            }
-        }
-        while let Some(b) = session.poll_transmit() {
-            out.extend_from_slice(&b);
-        }
+        drain_proxy(&mut session, &mut seen, &mut out);
     }
     (seen, out)
 }
@@ -80,7 +65,7 @@ proptest! {
         let whole = run_proxy(&[&input]);
         let split = run_proxy(&cut(&input, &points));
         prop_assert_eq!(&whole, &split);
-        prop_assert!(whole.0.iter().any(|s| matches!(s, Seen::Other(ProxyEvent::Identified(_)))));
+        prop_assert!(whole.0.iter().any(|s| matches!(s, ProxySeen::Other(e) if e.starts_with("Identified("))));
     }
 
     #[test]

@@ -12,29 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use common::*;
 use vspc_proto::*;
-
-/// Runs a handshake to quiescence; returns what the VM wrote, write by write.
-fn handshake(proxy: &mut ProxySession, vm: &mut VmSession, now: Instant) -> Vec<Bytes> {
-    let mut writes = Vec::new();
-    for _ in 0..100 {
-        let mut moved = false;
-        while let Some(bytes) = vm.poll_transmit() {
-            proxy.handle_input(now, &bytes);
-            writes.push(bytes);
-            moved = true;
-        }
-        while proxy.poll_event().is_some() {}
-        while let Some(bytes) = proxy.poll_transmit() {
-            vm.handle_input(now, &bytes);
-            moved = true;
-        }
-        while vm.poll_event().is_some() {}
-        if !moved {
-            return writes;
-        }
-    }
-    panic!("no quiescence");
-}
+use vspc_testkit::pair::converse;
 
 /// Heap bytes a session built from `writes` keeps, with or without shrinking.
 fn retained(writes: &[Bytes], now: Instant, shrink: bool) -> allocation_counter::AllocationInfo {
@@ -62,7 +40,8 @@ fn an_idle_identified_session_costs_under_a_kilobyte() {
     let now = t0();
     let mut vm = VmSession::new(now, source_vm_config());
     let mut first = ProxySession::new(SessionId(1), ProxyConfig::default());
-    let writes = handshake(&mut first, &mut vm, now);
+    let mut writes = Vec::new();
+    converse(now, &mut vm, &mut first, |bytes| writes.push(bytes));
     assert!(first.identity().is_identified());
 
     let unshrunk = retained(&writes, now, false);

@@ -1,39 +1,17 @@
 //! Replays the committed fuzz corpora of `proto_message` and `proxy_session`
 //! (`fuzz/corpus/<target>`) on stable, through the same invariants as the fuzz targets.
-#![allow(clippy::unwrap_used)]
 
-#[path = "support/proto_message.rs"]
-mod proto_message;
-#[path = "support/proxy_session.rs"]
-mod proxy_session;
-
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            (path.display().to_string(), std::fs::read(&path).unwrap())
-        })
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "empty corpus {}", dir.display());
-    files
-}
+use vspc_testkit::fuzz::{corpus, proto_message, proxy_session, replay, Xorshift};
 
 #[test]
 fn proto_message_corpus_holds_the_invariants() {
-    for (name, bytes) in corpus("proto_message") {
-        eprintln!("{name}");
-        proto_message::check(&bytes);
-    }
+    replay("proto_message", 8, proto_message::check);
 }
 
 #[test]
 fn proxy_session_corpus_holds_the_invariants() {
-    for (name, bytes) in corpus("proxy_session") {
+    for (path, bytes) in corpus("proxy_session", 8) {
+        let name = path.display().to_string();
         let reached = proxy_session::check(&bytes);
         eprintln!("{name}: {reached:?}");
         // The vMotion seeds must keep reaching the switch, or they have rotted.
@@ -59,13 +37,11 @@ fn proxy_session_corpus_holds_the_invariants() {
 #[test]
 fn invariants_hold_on_pseudo_random_inputs() {
     // A cheap stand-in for fuzzing on stable: xorshift inputs of every length up to 600.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Xorshift::new(0x9e37_79b9_7f4a_7c15);
     for len in 0..600 {
         let input: Vec<u8> = (0..len)
             .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 // Bias towards IAC and the option-232 framing bytes.
                 match x % 8 {
                     0 => 0xff,

@@ -4,14 +4,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use vspc_proto::{Command, Direction, Message, MessageError, Uuid, VmName, VmUuid, VmotionKey};
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use vspc_testkit::hex;
 
 /// Strips `IAC SB 232` / `IAC SE` and unescapes (test helper for single messages).
 fn unwire(wire: &[u8]) -> Vec<u8> {

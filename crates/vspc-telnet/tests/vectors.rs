@@ -1,13 +1,15 @@
-//! Exact byte vectors for the decoder and the encoder.
+//! Exact byte vectors for the decoder and the encoder, ESXi's captured segments among them
+//! (from the workspace's test kit, so this file is left out of the package).
 
 mod support;
 
-use support::{decode_chunks, decode_whole, hex, split_at, Owned};
+use support::{decode_chunks, decode_whole, split_at, Owned};
 use vspc_telnet::consts::{IAC, SB, SE};
 use vspc_telnet::{
     encode_command, encode_data, encode_negotiation, encode_subnegotiation, option, Command,
     DecodeError, Decoder, Verb,
 };
+use vspc_testkit::{esxi, hex};
 
 fn every_command() -> Vec<(Vec<u8>, Vec<Owned>)> {
     let mut cases = Vec::new();
@@ -69,19 +71,7 @@ fn every_command_decodes_exactly_when_split_at_every_byte_position() {
 #[test]
 fn esxi_block_a_vm_side_decodes_to_exactly_the_captured_negotiation() {
     // Every vm>px segment of block A, in capture order.
-    let segments = [
-        "fffb25",
-        "fffd00",
-        "fffd03fffd01fffb00",
-        "fffb03",
-        "fffbe8",
-        "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae84653765350432e7079fff0",
-        "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0",
-        "fffae852766d2d3030303030fff0",
-        "fffb2c",
-        "20",
-    ];
-    let wire: Vec<Vec<u8>> = segments.iter().map(|s| hex(s)).collect();
+    let wire = esxi::segments(esxi::BLOCK_A, true);
     let mut decoder = Decoder::new();
     decoder.set_binary(true);
     let events = decode_chunks(&mut decoder, wire.iter().map(Vec::as_slice));

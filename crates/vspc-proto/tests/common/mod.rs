@@ -1,5 +1,5 @@
-//! Shared test helpers: hex, ESXi's captures (docs/esxi-wire.md), a semantic view of telnet
-//! streams and an in-memory world (an [`Endpoint`] and VM sessions on a simulated clock).
+//! Shared test helpers: the test kit's hex, clock and ESXi captures (docs/esxi-wire.md), a
+//! semantic view of telnet streams and an in-memory world (an [`Endpoint`] and VM sessions on a simulated clock).
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, unreachable_pub)]
 
 use std::collections::BTreeMap;
@@ -9,105 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use vspc_proto::vspc_telnet::{Decoder, Event, Verb};
 use vspc_proto::*;
-
-/// The start of a simulated clock (any instant will do; only differences matter).
-#[allow(clippy::disallowed_methods)]
-pub fn t0() -> Instant {
-    Instant::now()
-}
-
-pub fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// One line of a capture: milliseconds, true for vm>px, bytes (empty for FIN).
-pub type Line = (f64, bool, &'static str);
-
-pub const UUID_VMX: &str = "01 23 45 67 89 ab cd ef-fe dc ba 98 00 00 00 00";
-
-pub const BLOCK_A: &[Line] = &[
-    (0.000, true, "fffb25"),
-    (1.074, false, "fffb00"),
-    (1.216, false, "fffb03"),
-    (1.437, false, "fffb01"),
-    (1.507, true, "fffd00"),
-    (1.520, false, "fffd00"),
-    (1.772, false, "fffd03"),
-    (1.914, true, "fffd03fffd01fffb00"),
-    (2.039, false, "fffde8"),
-    (2.207, true, "fffb03"),
-    (2.692, false, "fffe25"),
-    (2.847, true, "fffbe8"),
-    (3.446, false, "fffae8010001020328292b2c2d2e3046474950515253fff0"),
-    (3.588, true, "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae84653765350432e7079fff0"),
-    (3.735, false, "fffae851fff0fffae853fff0"),
-    (3.935, true, "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0"),
-    (4.229, false, "fffae847fff0"),
-    (4.316, true, "fffae852766d2d3030303030fff0"),
-    (48.079, true, "fffb2c"),
-    (48.665, false, "fffe2c"),
-    (549.514, true, "20"),
-];
-
-pub const BLOCK_B: &[Line] = &[
-    (0.531, true, "fffae82844da87f1fff0"),
-    (1.140, false, "fffae82944da87f13ce64dabfff0"),
-    (1017.783, true, ""),
-    (1018.570, false, ""),
-];
-
-pub const BLOCK_C: &[Line] = &[
-    (1013.117, true, "fffb25"),
-    (1014.104, false, "fffb00"),
-    (1014.243, false, "fffb03fffb01"),
-    (1014.301, true, "fffd00"),
-    (1014.404, false, "fffd00"),
-    (1014.602, true, "fffd03fffd01"),
-    (1014.605, false, "fffd03"),
-    (1014.836, false, "fffde8"),
-    (1015.006, true, "fffb00fffb03"),
-    (1015.525, false, "fffe25"),
-    (1015.671, true, "fffbe8"),
-    (1016.287, false, "fffae8010001020328292b2c2d2e3046474950515253fff0"),
-    (1016.458, true, "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae82c44da87f13ce64dabfff0fffb2c"),
-    (1016.475, false, "fffae851fff0fffae853fff0"),
-    (1016.662, true, "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0"),
-    (1017.252, false, "fffae82d44da87f1fff0"),
-    (1017.480, true, "fffae852766d2d3030303030fff0"),
-    (1017.638, false, "fffe2c"),
-    (1017.784, true, "fffae82e44da87f1fff0"),
-    (1218.096, true, "39"),
-];
-
-pub const BLOCK_D: &[Line] = &[
-    (11.528, true, "fffae828cd526755fff0"),
-    (12.049, false, "fffae82bcd526755fff0"),
-    (212.749, true, "66"),
-    (713.344, true, "67"),
-];
-
-pub const BLOCK_E: &[Line] = &[
-    (21.073, true, "fffae82861ed26a2fff0"),
-    (21.549, false, "fffae82961ed26a2aeec483ffff0"),
-    (1033.605, true, "fffae830fff0"),
-    (1133.775, true, "7c"),
-    (1434.158, true, "7d"),
-    (1534.297, true, "7e"),
-    (1834.689, true, "20"),
-];
-
-/// The concatenated bytes of one direction of a block.
-pub fn stream(block: &[Line], vm_to_proxy: bool) -> Vec<u8> {
-    block
-        .iter()
-        .filter(|l| l.1 == vm_to_proxy)
-        .flat_map(|l| hex(l.2))
-        .collect()
-}
+pub use vspc_testkit::esxi::*;
+pub use vspc_testkit::{epoch as t0, hex};
 
 /// A semantic item of a telnet stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,30 +64,6 @@ pub fn fixed_secrets(secrets: Vec<Vec<u8>>) -> impl SecretSource {
         i += 1;
         out.copy_from_slice(&s[..out.len()]);
         Ok(())
-    }
-}
-
-pub fn capture_uuid() -> Uuid {
-    UUID_VMX.parse().unwrap()
-}
-
-pub fn source_vm_config() -> VmConfig {
-    VmConfig::new(
-        capture_uuid(),
-        "vm-00000",
-        VmRole::Source {
-            direction: Direction::Server,
-            service_uri: Bytes::from_static(b"vSPC.py"),
-        },
-    )
-}
-
-/// The proxy configuration that asks exactly what the captured proxy asked.
-pub fn capture_proxy_config() -> ProxyConfig {
-    ProxyConfig {
-        query_bios_uuid: false,
-        query_location_uuid: false,
-        ..ProxyConfig::default()
     }
 }
 

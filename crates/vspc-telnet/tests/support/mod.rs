@@ -1,4 +1,4 @@
-//! Shared helpers: owned events with adjacent data merged, hex parsing, chunked decoding.
+//! Shared helpers: owned events with adjacent data merged, chunked decoding.
 #![allow(dead_code, unreachable_pub)]
 
 use vspc_telnet::{Command, DecodeError, Decoder, Event, Side, Telnet, TelnetEvent, Verb};
@@ -83,15 +83,6 @@ pub fn split_at<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     }
     chunks.push(&input[start..]);
     chunks
-}
-
-/// Parses hex as written in docs/esxi-wire.md.
-pub fn hex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-        .collect()
 }
 
 /// Feeds `input` to a `Telnet` endpoint, collecting events with data merged.

@@ -30,7 +30,7 @@ fn decode(decoder: &mut Decoder, chunks: &[&[u8]], limit: usize) -> Vec<Owned> {
 }
 
 /// Checks every invariant on one input; panics on a violation.
-pub(crate) fn check(input: &[u8]) {
+pub fn check(input: &[u8]) {
     let Some((&config, input)) = input.split_first() else {
         return;
     };

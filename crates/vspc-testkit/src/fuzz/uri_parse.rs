@@ -1,5 +1,5 @@
 //! The invariant of the URI parsers on arbitrary input, shared by the fuzz target
-//! `fuzz/fuzz_targets/uri_parse.rs`, the corpus replay test and the proptests.
+//! `uri_parse`, the corpus replay test and the proptests of vspc-backing.
 //!
 //! For every parser (service URI, proxy URI, authentication parameters, host): no panic, and
 //! when the input parses, `parse(display(parse(s))) == parse(s)` and displaying again gives
@@ -12,15 +12,14 @@ use std::str::FromStr;
 use vspc_backing::{AuthParams, Host, ProxyUri, ServiceUri, UriBackingInfo, ValidationPolicy};
 
 /// Checks the invariant on raw bytes (non-UTF-8 input is skipped).
-#[allow(dead_code)]
-pub(crate) fn check_bytes(input: &[u8]) {
+pub fn check_bytes(input: &[u8]) {
     if let Ok(s) = std::str::from_utf8(input) {
         check(s);
     }
 }
 
 /// Checks the invariant on a string.
-pub(crate) fn check(input: &str) {
+pub fn check(input: &str) {
     round_trip::<ServiceUri>(input);
     round_trip::<ProxyUri>(input);
     round_trip::<AuthParams>(input);

@@ -13,6 +13,8 @@
 //! byte and its arguments; missing bytes read as zero.
 use std::time::{Duration, Instant};
 
+use super::Input;
+
 use vspc_emulator::lab::{BeginAnswer, ClientMode, Lab, LabConfig};
 use vspc_emulator::vspc_proto::{CoordinatorConfig, ProxyConfig};
 use vspc_emulator::{
@@ -27,29 +29,6 @@ const MAX_SIMULATED: Duration = Duration::from_secs(120);
 /// the hold buffer plus protocol chatter.
 const MAX_IN_FLIGHT: usize = 64 * 1024;
 
-struct Input<'a> {
-    bytes: &'a [u8],
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.bytes.split_first() {
-            Some((&b, rest)) => {
-                self.bytes = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.bytes.len());
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        head.to_vec()
-    }
-}
-
 fn segmentation(code: u8) -> Segmentation {
     match code % 4 {
         0 | 1 => Segmentation::Esxi,
@@ -62,8 +41,8 @@ fn segmentation(code: u8) -> Segmentation {
 }
 
 /// Checks every invariant on one input; panics on a violation.
-pub(crate) fn check(input: &[u8]) {
-    let mut input = Input { bytes: input };
+pub fn check(input: &[u8]) {
+    let mut input = Input::new(input);
     let flags = input.byte();
     let chunk_code = input.byte();
     let seg_code = input.byte();
@@ -131,7 +110,7 @@ pub(crate) fn check(input: &[u8]) {
     let mut simulated = Duration::ZERO;
 
     for _ in 0..MAX_OPS {
-        if input.bytes.is_empty() {
+        if input.is_empty() {
             break;
         }
         let op = input.byte();

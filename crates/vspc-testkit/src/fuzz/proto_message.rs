@@ -4,11 +4,11 @@
 //! No panic; whatever parses re-encodes to a payload that parses to the same message, and is
 //! byte-identical unless the command takes no payload (trailing bytes are ignored); the wire
 //! form decodes through the telnet layer to the same payload; UUID text forms round-trip.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::panic)]
 
 use vspc_proto::vspc_telnet::{Decoder, Event};
 use vspc_proto::{Message, Uuid, VmUuid, VmotionKey};
 
+/// Checks every invariant on one payload; panics on a violation.
 pub fn check(payload: &[u8]) {
     if let Ok(message) = Message::parse(payload) {
         let encoded = message.to_vec();

@@ -19,15 +19,16 @@
 //! Closed with the connection gone); Moved names a destination that took over from its source;
 //! Closed says MovedAway only after that move, VmotionExpired only after SourceClosed and at a
 //! deadline, Disconnected only when the application closed the connection.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::epoch;
+use crate::pair::drain_proxy as drain;
 use vspc_proto::{
     Answer, BeginOutcome, ClaimOutcome, CloseReason, ComPortPolicy, CoordinatorConfig, Endpoint,
-    EndpointConfig, EndpointEvent, ProxyConfig, ProxyEvent, ProxySession, SecretError, SessionId,
+    EndpointConfig, EndpointEvent, ProxyConfig, ProxySession, SecretError, SessionId,
 };
 
 const MAX_HELD: usize = 256;
@@ -66,25 +67,6 @@ fn steps(mut input: &[u8]) -> Vec<Step<'_>> {
     out
 }
 
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Data(Vec<u8>),
-    Other(String),
-}
-
-fn drain(session: &mut ProxySession, seen: &mut Vec<Seen>, out: &mut Vec<u8>) {
-    while let Some(event) = session.poll_event() {
-        match (event, seen.last_mut()) {
-            (ProxyEvent::Data(d), Some(Seen::Data(last))) => last.extend_from_slice(&d),
-            (ProxyEvent::Data(d), _) => seen.push(Seen::Data(d.to_vec())),
-            (other, _) => seen.push(Seen::Other(format!("{other:?}"))),
-        }
-    }
-    while let Some(bytes) = session.poll_transmit() {
-        out.extend_from_slice(&bytes);
-    }
-}
-
 /// Chunking invariance of one session without application actions.
 fn chunking(flags: u8, chunks: &[&[u8]], now: Instant) {
     let mut whole = ProxySession::new(SessionId(0), config(flags));
@@ -103,18 +85,18 @@ fn chunking(flags: u8, chunks: &[&[u8]], now: Instant) {
     assert_eq!(out_whole, out_split, "replies depend on chunking");
 }
 
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
-
 /// What a run reached, so that corpus tests can tell a seed still goes deep.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reached {
+    /// vMotions the coordinator answered GOAHEAD.
     pub goaheads: usize,
+    /// PEER messages accepted (a destination claimed a pending vMotion).
     pub peers_accepted: usize,
+    /// Destinations that took over from their source (COMPLETE).
     pub switched: usize,
+    /// Pending vMotions that expired.
     pub expired: usize,
+    /// Serial bytes delivered to the application.
     pub data_bytes: usize,
 }
 
@@ -248,6 +230,7 @@ impl Run {
     }
 }
 
+/// Checks every invariant on one input (panics on a violation) and says how far it got.
 pub fn check(input: &[u8]) -> Reached {
     let Some((&flags, rest)) = input.split_first() else {
         return Reached::default();
