@@ -30,11 +30,7 @@ pub struct TestClient {
 impl TestClient {
     /// Connects (bounded by [`WAIT`]); panics if it cannot.
     pub async fn connect(addr: SocketAddr) -> TestClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect timeout")
-            .expect("connect");
-        TestClient::from_stream(stream)
+        TestClient::from_stream(connect(addr).await)
     }
 
     /// A client on an accepted or connected stream: BINARY and SGA both ways, the
@@ -58,26 +54,21 @@ impl TestClient {
 
     /// One read (bounded); false on EOF.
     async fn read_once(&mut self, limit: Duration) -> bool {
-        let mut buf = vec![0u8; 16384];
-        match tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
-            Err(_) => true,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.closed = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                let mut input = &buf[..n];
-                while let Some(event) = self.telnet.next_event(&mut input) {
-                    if let TelnetEvent::Data(bytes) = event {
-                        self.data.extend_from_slice(bytes);
-                    }
-                }
-                if let Some(reply) = self.telnet.poll_transmit() {
-                    let _ = self.stream.write_all(&reply).await;
-                }
-                true
+        let mut wire = Vec::new();
+        if !read_within(&mut self.stream, limit, &mut wire).await {
+            self.closed = true;
+            return false;
+        }
+        let mut input = &wire[..];
+        while let Some(event) = self.telnet.next_event(&mut input) {
+            if let TelnetEvent::Data(bytes) = event {
+                self.data.extend_from_slice(bytes);
             }
         }
+        if let Some(reply) = self.telnet.poll_transmit() {
+            let _ = self.stream.write_all(&reply).await;
+        }
+        true
     }
 
     /// What `expect` consumed last (up to and including its needle).
@@ -195,13 +186,8 @@ pub struct RawClient {
 impl RawClient {
     /// Connects (bounded by [`WAIT`]); panics if it cannot.
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect timeout")
-            .expect("connect");
-        let _ = stream.set_nodelay(true);
         RawClient {
-            stream,
+            stream: connect(addr).await,
             data: Vec::new(),
             closed: false,
         }
@@ -214,18 +200,11 @@ impl RawClient {
 
     /// One read (bounded by `limit`); false on EOF.
     async fn read_once(&mut self, limit: Duration) -> bool {
-        let mut buf = [0u8; 16384];
-        match tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
-            Err(_) => true,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.closed = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                self.data.extend_from_slice(&buf[..n]);
-                true
-            }
+        if !read_within(&mut self.stream, limit, &mut self.data).await {
+            self.closed = true;
+            return false;
         }
+        true
     }
 
     /// Reads until the data contains `needle`; returns what came up to and including it and
@@ -293,6 +272,31 @@ impl RawClient {
             self.read_once(Duration::from_millis(50)).await;
         }
         std::mem::take(&mut self.data)
+    }
+}
+
+/// Connects (bounded by [`WAIT`]; panics if it cannot), Nagle off so that each write of a
+/// test is one segment.
+async fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect timeout")
+        .expect("connect");
+    let _ = stream.set_nodelay(true);
+    stream
+}
+
+/// One read of at most 16 KiB within `limit`, appended to `into` (nothing when the time ran
+/// out); false at EOF or on an error.
+async fn read_within(stream: &mut TcpStream, limit: Duration, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 16384];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Err(_) => true,
+        Ok(Ok(0)) | Ok(Err(_)) => false,
+        Ok(Ok(n)) => {
+            into.extend_from_slice(&buf[..n]);
+            true
+        }
     }
 }
 
