@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vspc_emulator::{VmotionOutcome, VmotionPlan};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
+use vspc_testkit::{esxi, hex};
 
 /// A `redis-server` of the test's own on a free loopback port; killed when dropped.
 struct Redis {
@@ -167,7 +168,9 @@ async fn a_destination_reaching_another_instance_is_carried_back_and_nothing_is_
 /// A destination's side of its handshake (the capture's block C), sent blind, with the PEER
 /// carrying `key` (`sequence ++ secret`).
 fn blind_destination(key: &[u8]) -> Vec<u8> {
-    let mut wire = hex("fffb25fffd00fffd03fffd01fffb00fffb03fffbe8");
+    // Block C's first five segments (the negotiation up to WILL 232), then its
+    // KNOWN-SUBOPTIONS-1.
+    let mut wire = esxi::segments(esxi::BLOCK_C, true)[..5].concat();
     wire.extend(hex(
         "fffae8000001020328292b2c2d2e304647495051545556575253fff0",
     ));
@@ -175,28 +178,6 @@ fn blind_destination(key: &[u8]) -> Vec<u8> {
     wire.extend_from_slice(key);
     wire.extend_from_slice(&[0xff, 0xf0]);
     wire
-}
-
-fn hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// Reads until `needle` arrives; panics on close or timeout.
-async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
-    let mut seen = Vec::new();
-    while find(&seen, needle).is_none() {
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
-            .await
-            .expect("no answer")
-            .unwrap();
-        assert!(n > 0, "closed after {seen:02x?}");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    seen
 }
 
 /// UNKNOWN-SUBOPTION-RCVD-2(VMOTION-PEER): how a PEER is refused.
@@ -211,12 +192,11 @@ async fn a_forged_peer_is_refused_and_redis_down_refuses_only_cross_instance_vmo
     let a = instance(&redis).await;
     let b = instance(&redis).await;
     // A PEER no instance issued: refused at B, which has no record of it.
-    let mut forged = TcpStream::connect(b.vm_addrs[0]).await.unwrap();
+    let mut forged = RawClient::connect(b.vm_addrs[0]).await;
     forged
-        .write_all(&blind_destination(b"\x01\x02\x03\x04\x05\x06\x07\x08"))
-        .await
-        .unwrap();
-    read_until(&mut forged, PEER_REFUSED).await;
+        .send(&blind_destination(b"\x01\x02\x03\x04\x05\x06\x07\x08"))
+        .await;
+    forged.read_until(PEER_REFUSED).await;
     assert!(vms(&b.snapshot()).is_empty());
     let metrics = b.handle().metrics_text();
     assert!(

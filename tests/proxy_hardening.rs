@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
+use vspc_testkit::esxi;
 
 fn files(dir: &PathBuf) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
@@ -457,48 +458,27 @@ async fn a_vm_that_never_reads_its_answers_is_not_read_either() {
     proxy.shutdown().await;
 }
 
-/// ESXi's side of its handshake (the capture's block A, `docs/esxi-wire.md`), sent blind:
-/// the proxy identifies `vm-00000` without this connection ever reading.
-const BLIND_HANDSHAKE: &str = concat!(
-    "fffb25",
-    "fffd00",
-    "fffd03fffd01fffb00",
-    "fffb03",
-    "fffbe8",
-    "fffae8000001020328292b2c2d2e304647495051545556575253fff0fffae84653765350432e7079fff0",
-    "fffae85030312032332034352036372038392061622063642065662d6665206463206261203938203030203030203030203030fff0",
-    "fffae852766d2d3030303030fff0",
-);
+/// ESXi's side of its handshake (the capture's block A, `docs/esxi-wire.md`) up to its
+/// name, without the COM-PORT offer and the serial byte that follow: sent blind, the proxy
+/// identifies `vm-00000` without this connection ever reading.
+fn blind_handshake() -> Vec<u8> {
+    esxi::segments(esxi::BLOCK_A, true)[..8].concat()
+}
 
 #[tokio::test]
 async fn client_input_to_a_vm_that_never_reads_is_held_back_at_the_client() {
     let proxy = Proxy::start(Config::ephemeral()).await.unwrap();
     let mut deaf = small_buffered(proxy.vm_addrs[0]).await;
-    let handshake: Vec<u8> = (0..BLIND_HANDSHAKE.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&BLIND_HANDSHAKE[i..i + 2], 16).unwrap())
-        .collect();
-    tokio::io::AsyncWriteExt::write_all(&mut deaf, &handshake)
+    tokio::io::AsyncWriteExt::write_all(&mut deaf, &blind_handshake())
         .await
         .unwrap();
     identified(&proxy, "vm-00000").await;
-    let mut flooder = small_buffered(proxy.client_addr).await;
-    tokio::io::AsyncWriteExt::write_all(&mut flooder, b"vm-00000\r\n")
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    while find(&seen, b")]\r\n").is_none() {
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(WAIT, flooder.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut flooder = RawClient::from_stream(small_buffered(proxy.client_addr).await);
+    flooder.send(b"vm-00000\r\n").await;
+    flooder.read_until(b")]\r\n").await;
     let block = vec![b'a'; 64 * 1024];
     let total = 64 << 20;
-    let sent = write_until_stalled(&flooder, &block, total, Duration::from_secs(1)).await;
+    let sent = write_until_stalled(flooder.stream(), &block, total, Duration::from_secs(1)).await;
     // What waits is bounded by kernel buffers and the proxy's per-client and per-VM caps;
     // without backpressure the proxy would have taken all 64 MiB.
     assert!(

@@ -186,11 +186,21 @@ pub struct RawClient {
 impl RawClient {
     /// Connects (bounded by [`WAIT`]); panics if it cannot.
     pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(connect(addr).await)
+    }
+
+    /// A client on a stream the test set up itself (e.g. with small kernel buffers).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         RawClient {
-            stream: connect(addr).await,
+            stream,
             data: Vec::new(),
             closed: false,
         }
+    }
+
+    /// The socket, for what the client does not do (e.g. `try_write` until the peer stalls).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// Writes `wire` as it is.

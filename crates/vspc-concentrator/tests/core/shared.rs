@@ -4,6 +4,7 @@
 
 use super::*;
 use bytes::Bytes;
+use support::find;
 
 fn shared_config() -> ConcentratorConfig {
     let mut c = config();
@@ -89,8 +90,4 @@ fn a_peer_for_a_key_held_elsewhere_is_reported_then_refused_or_handed_off() {
         }
     }
     assert!(h.core.vms(VmId(0), 10).is_empty());
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
