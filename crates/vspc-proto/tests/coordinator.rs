@@ -53,7 +53,7 @@ fn goahead(c: &mut Coordinator, s: &mut ProxySession, now: Instant, seq: &[u8]) 
 fn dest(id: u64, now: Instant, key: &VmotionKey) -> ProxySession {
     let mut d = ProxySession::new(SessionId(id), ProxyConfig::default());
     // Block C's telnet negotiation from the destination host (it answers our BINARY offer).
-    d.handle_input_slice(now, &hex("fffb25 fffd00 fffd03fffd01 fffb00fffb03 fffbe8"));
+    d.handle_input_slice(now, &segments(BLOCK_C, true)[..5].concat());
     drain(&mut d);
     let (events, _) = send(
         &mut d,
