@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -12,9 +13,10 @@ use vspc_proto::vspc_telnet::{
 };
 use vspc_proto::{EndpointSendError, SendError, SessionId};
 
+use crate::access::{Rights, User, VmNames};
 use crate::concentrator::Concentrator;
-use crate::registry::printable;
-use crate::selection::{parse_selection, Picked, Selection};
+use crate::registry::{printable, VmEntry};
+use crate::selection::{parse_request, parse_selection, Picked, Request, Selection};
 use crate::serial::{SerialAction, SerialClient};
 use crate::types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,
@@ -26,6 +28,69 @@ use crate::types::{
 enum Input {
     Data(Bytes),
     Break,
+    /// The in-band escape's detach: the client leaves.
+    Detach,
+}
+
+/// The in-band escape of raw clients that asked for it: this byte (Ctrl-]) then `b` sends a
+/// serial break, `d` detaches, and a second Ctrl-] sends one literally; any other byte
+/// after it passes through with it.
+pub const ESCAPE: u8 = 0x1d;
+
+/// Where a client's input stands in the in-band escape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    Off,
+    Idle,
+    /// Ctrl-] was the last byte.
+    Pending,
+}
+
+/// How a client connects, beyond its address: see
+/// [`Concentrator::handle_client_connect_with`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientSetup {
+    /// How its bytes are framed.
+    pub transport: Transport,
+    /// Who it is, for an authenticated transport: its grants are enforced on every attach,
+    /// its menu lists only what it may attach to, and others are told its name.
+    pub user: Option<Arc<User>>,
+    /// Whether its input is scanned for the in-band escape ([`ESCAPE`]).
+    pub escape: bool,
+    /// What it asked for at connect time, as `<selector>[+rw|+ro|+excl][+kick]` (an SSH
+    /// user name); `None` shows the menu.
+    pub request: Option<String>,
+}
+
+impl ClientSetup {
+    /// A client on `transport`, unrestricted, no escape, shown the menu.
+    pub fn new(transport: Transport) -> ClientSetup {
+        ClientSetup {
+            transport,
+            user: None,
+            escape: false,
+            request: None,
+        }
+    }
+
+    /// Sets who the client is.
+    pub fn user(mut self, user: Arc<User>) -> ClientSetup {
+        self.user = Some(user);
+        self
+    }
+
+    /// Turns the in-band escape on.
+    pub fn escape(mut self, on: bool) -> ClientSetup {
+        self.escape = on;
+        self
+    }
+
+    /// Sets what the client asks for (`<selector>[+rw|+ro|+excl][+kick]`).
+    pub fn request(mut self, request: impl Into<String>) -> ClientSetup {
+        self.request = Some(request.into());
+        self
+    }
 }
 
 /// What one read of a telnet client held, in order.
@@ -44,6 +109,9 @@ pub(crate) struct Client {
     pub(crate) peer: SocketAddr,
     /// Telnet clients only: negotiation and decoding.
     pub(crate) telnet: Option<Box<Telnet>>,
+    /// An authenticated client's identity and grants (none: unrestricted).
+    pub(crate) user: Option<Arc<User>>,
+    escape: Escape,
     /// While the client chooses its VM.
     pub(crate) selection: Option<Selection>,
     pub(crate) vm: Option<VmId>,
@@ -105,6 +173,7 @@ fn goodbye(reason: DropReason) -> &'static str {
         DropReason::LineTooLong => "\r\nvspc: selection line too long\r\n",
         DropReason::SelectionTimeout => "\r\nvspc: no VM chosen in time; goodbye\r\n",
         DropReason::Crowded => "\r\nvspc: too many clients are choosing a VM; try again\r\n",
+        DropReason::Detached => "\r\n[vspc: detached]\r\n",
     }
 }
 
@@ -119,6 +188,29 @@ impl Concentrator {
         transport: Transport,
         target: Option<(VmId, Mode)>,
     ) -> Result<ClientId, Refused> {
+        self.connect_client(now, peer, ClientSetup::new(transport), target)
+    }
+
+    /// A new client from `peer` set up by `setup`: an authenticated user (its grants
+    /// enforced), the in-band escape, and what it asked for at connect time (attached at
+    /// once when allowed; otherwise it reads why, then the menu).
+    pub fn handle_client_connect_with(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        setup: ClientSetup,
+    ) -> Result<ClientId, Refused> {
+        self.connect_client(now, peer, setup, None)
+    }
+
+    fn connect_client(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        setup: ClientSetup,
+        target: Option<(VmId, Mode)>,
+    ) -> Result<ClientId, Refused> {
+        let transport = setup.transport;
         if self.shutting_down {
             return Err(Refused::ShuttingDown);
         }
@@ -143,6 +235,12 @@ impl Concentrator {
             Client {
                 peer,
                 telnet,
+                user: setup.user,
+                escape: if setup.escape {
+                    Escape::Idle
+                } else {
+                    Escape::Off
+                },
                 selection: Some(Selection::default()),
                 vm: None,
                 mode: Mode::ReadWrite,
@@ -167,18 +265,17 @@ impl Concentrator {
         if let Some(bytes) = negotiation {
             self.queue_client(id, bytes);
         }
-        match target {
-            Some((vm, mode)) => {
-                if let Err(error) = self.attach(id, vm, mode) {
-                    let text = format!("vspc: {error}\r\n{}", self.menu());
-                    self.queue_client(id, Bytes::from(text));
-                }
-            }
-            None => {
-                let menu = self.menu();
-                self.queue_client(id, Bytes::from(menu));
-            }
-        }
+        let result = match (target, setup.request) {
+            (Some((vm, mode)), _) => Some(self.attach(id, vm, mode)),
+            (None, Some(request)) => Some(self.attach_request(id, parse_request(&request))),
+            (None, None) => None,
+        };
+        let text = match result {
+            Some(Ok(())) => return Ok(id),
+            Some(Err(error)) => format!("vspc: {error}\r\n{}", self.client_menu(id)),
+            None => self.client_menu(id),
+        };
+        self.queue_client(id, Bytes::from(text));
         Ok(id)
     }
 
@@ -227,7 +324,14 @@ impl Concentrator {
                 }
                 reply = telnet.poll_transmit();
             }
-            None => steps.push(Step::Input(Input::Data(Bytes::copy_from_slice(bytes)))),
+            None if c.escape == Escape::Off => {
+                steps.push(Step::Input(Input::Data(Bytes::copy_from_slice(bytes))))
+            }
+            None => {
+                let mut items = Vec::new();
+                unescape(&mut c.escape, bytes, &mut items);
+                steps.extend(items.into_iter().map(Step::Input));
+            }
         }
         if let Some(reply) = reply {
             self.queue_client(client, reply);
@@ -277,6 +381,12 @@ impl Concentrator {
                 }
                 return;
             }
+            Input::Detach => {
+                // What was typed before the escape is delivered as far as the VM takes it.
+                self.flush_input(client);
+                self.drop_client(client, DropReason::Detached);
+                return;
+            }
             Input::Data(data) => data,
         };
         while !data.is_empty() {
@@ -305,13 +415,8 @@ impl Concentrator {
                 }
                 Picked::Line(line, used) => {
                     data = data.slice(used..);
-                    let (selector, mode) = parse_selection(&line);
-                    let result = self
-                        .registry
-                        .resolve(&selector)
-                        .and_then(|vm| self.attach(client, vm, mode));
-                    if let Err(error) = result {
-                        let text = format!("vspc: {error}\r\n{}", self.menu());
+                    if let Err(error) = self.attach_request(client, parse_selection(&line)) {
+                        let text = format!("vspc: {error}\r\n{}", self.client_menu(client));
                         self.queue_client(client, Bytes::from(text));
                     }
                 }
@@ -326,7 +431,7 @@ impl Concentrator {
         };
         let len = match &item {
             Input::Data(d) => d.len(),
-            Input::Break => 0,
+            Input::Break | Input::Detach => 0,
         };
         if c.input_len + len > max {
             self.counters.client_bytes_discarded += len as u64;
@@ -448,7 +553,7 @@ impl Concentrator {
 
     /// The selection menu (what a client sees before choosing).
     pub fn menu(&self) -> String {
-        self.registry.menu(self.config.menu_rows)
+        self.registry.menu(self.config.menu_rows, |_| true)
     }
 
     /// Resolves a selector: an entry number, a UUID (canonical, compact or vmx form), or a
@@ -457,9 +562,62 @@ impl Concentrator {
         self.registry.resolve(selector)
     }
 
-    /// Attaches a client to a VM in `mode` (enforced here), then queues the banner and the
-    /// scrollback ahead of live output.
+    /// The menu as `client` sees it: an authenticated user's lists only the VMs its grants
+    /// reach.
+    fn client_menu(&self, client: ClientId) -> String {
+        let rows = self.config.menu_rows;
+        match self.clients.get(&client).and_then(|c| c.user.as_deref()) {
+            None => self.registry.menu(rows, |_| true),
+            Some(user) => self
+                .registry
+                .menu(rows, |e| user.rights(&names(e)) != Rights::default()),
+        }
+    }
+
+    /// Resolves and attaches what a client asked for, in the mode it named or the best its
+    /// rights allow, taking the write lock from its holders when it asked to kick.
+    fn attach_request(&mut self, client: ClientId, request: Request) -> Result<(), AttachError> {
+        let vm = self.registry.resolve(&request.selector)?;
+        let rights = self.rights(client, vm);
+        let mode = match (request.mode, request.kick) {
+            (_, true) => Mode::Exclusive,
+            (Some(mode), false) => mode,
+            (None, false) if !rights.read_write && rights.read_only => Mode::ReadOnly,
+            (None, false) => Mode::ReadWrite,
+        };
+        self.attach_as(client, vm, mode, request.kick)
+    }
+
+    /// What `client` may do on `vm`: everything for an unrestricted client.
+    fn rights(&self, client: ClientId, vm: VmId) -> Rights {
+        let user = self.clients.get(&client).and_then(|c| c.user.as_deref());
+        match (user, self.registry.get(vm)) {
+            (None, _) => Rights::ALL,
+            (Some(user), Some(entry)) => user.rights(&names(entry)),
+            (Some(_), None) => Rights::default(),
+        }
+    }
+
+    /// Attaches a client to a VM in `mode` (enforced here, with an authenticated user's
+    /// grants), then queues the banner and the scrollback ahead of live output.
     pub fn attach(&mut self, client: ClientId, vm: VmId, mode: Mode) -> Result<(), AttachError> {
+        self.attach_as(client, vm, mode, false)
+    }
+
+    /// Attaches exclusively, first taking the write lock from every other writer of the VM
+    /// (they become read-only, are told by whom, and [`Event::ClientKicked`] reports each):
+    /// conserver's force-attach. Needs the `kick` right for an authenticated user.
+    pub fn attach_kick(&mut self, client: ClientId, vm: VmId) -> Result<(), AttachError> {
+        self.attach_as(client, vm, Mode::Exclusive, true)
+    }
+
+    fn attach_as(
+        &mut self,
+        client: ClientId,
+        vm: VmId,
+        mode: Mode,
+        kick: bool,
+    ) -> Result<(), AttachError> {
         let budget = self.config.output_budget;
         let Some(entry) = self.registry.get(vm) else {
             return Err(AttachError::NoSuchNumber(vm.0));
@@ -467,6 +625,32 @@ impl Concentrator {
         let c = match self.clients.get(&client) {
             Some(c) if !c.closing => c,
             _ => return Err(AttachError::ClientGone),
+        };
+        if let Some(user) = &c.user {
+            let rights = user.rights(&names(entry));
+            let wanted = if kick { "kick" } else { mode.short() };
+            let permitted = if kick {
+                rights.kick
+            } else {
+                rights.allows(mode)
+            };
+            if !permitted {
+                return Err(AttachError::NotPermitted {
+                    user: printable(&user.name).into(),
+                    vm: printable(&entry.name).into(),
+                    mode: wanted,
+                    allowed: rights.to_string(),
+                });
+            }
+        }
+        if kick {
+            self.kick_writers(client, vm);
+        }
+        let Some(entry) = self.registry.get(vm) else {
+            return Err(AttachError::NoSuchNumber(vm.0));
+        };
+        let Some(c) = self.clients.get(&client) else {
+            return Err(AttachError::ClientGone);
         };
         let previous = c.vm;
         let writers = entry
@@ -550,6 +734,43 @@ impl Concentrator {
         // An RFC 2217 client learns its new port's lines.
         self.notify_client(client);
         Ok(())
+    }
+
+    /// Makes every other writer of `vm` read-only and tells it who took the lock.
+    fn kick_writers(&mut self, by: ClientId, vm: VmId) {
+        let who = match self.clients.get(&by) {
+            Some(c) => match &c.user {
+                Some(user) => format!("{} ({})", printable(&user.name), c.peer),
+                None => c.peer.to_string(),
+            },
+            None => return,
+        };
+        let Some(entry) = self.registry.get_mut(vm) else {
+            return;
+        };
+        entry.exclusive = entry.exclusive.filter(|holder| *holder == by);
+        let name = printable(&entry.name).into_owned();
+        let writers: Vec<ClientId> = entry
+            .clients
+            .iter()
+            .copied()
+            .filter(|id| *id != by)
+            .filter(|id| self.clients.get(id).is_some_and(|c| c.mode.writes()))
+            .collect();
+        for other in writers {
+            if let Some(c) = self.clients.get_mut(&other) {
+                c.mode = Mode::ReadOnly;
+            }
+            let text = format!(
+                "\r\n[vspc: {who} took the write lock on {name}; you are read-only now]\r\n"
+            );
+            self.queue_client(other, Bytes::from(text));
+            self.events.push_back(Event::ClientKicked {
+                client: other,
+                vm,
+                by,
+            });
+        }
     }
 
     fn detach(&mut self, client: ClientId, vm: Option<VmId>) {
@@ -773,8 +994,11 @@ impl Concentrator {
                         return;
                     }
                     self.endpoint.send_command(conn, Command::Break);
+                    self.events.push_back(Event::ClientBreak { client, vm });
                     Some((conn, 0))
                 }
+                // Handled as typed; never queued.
+                Input::Detach => None,
             };
             let Some(c) = self.clients.get_mut(&client) else {
                 return;
@@ -810,5 +1034,84 @@ impl Concentrator {
     /// The connection carrying `vm` now, if any.
     pub fn vm_connection(&self, vm: VmId) -> Option<SessionId> {
         self.registry.get(vm).and_then(|e| e.active)
+    }
+}
+
+/// The names a grant is matched against.
+fn names(entry: &VmEntry) -> VmNames<'_> {
+    VmNames {
+        name: &entry.name,
+        label: entry.label(),
+        uuid: entry.key.uuid(),
+    }
+}
+
+/// Splits raw input at the in-band escape: `ESCAPE b` is a break, `ESCAPE d` a detach,
+/// `ESCAPE ESCAPE` one literal `ESCAPE`; any other byte after `ESCAPE` passes with it. The
+/// state carries a trailing `ESCAPE` into the next read.
+fn unescape(state: &mut Escape, bytes: &[u8], items: &mut Vec<Input>) {
+    let mut data = BytesMut::new();
+    for &b in bytes {
+        if *state == Escape::Pending {
+            *state = Escape::Idle;
+            let command = match b {
+                b'b' | b'B' => Input::Break,
+                b'd' | b'D' => Input::Detach,
+                ESCAPE => {
+                    data.extend_from_slice(&[ESCAPE]);
+                    continue;
+                }
+                other => {
+                    data.extend_from_slice(&[ESCAPE, other]);
+                    continue;
+                }
+            };
+            if !data.is_empty() {
+                items.push(Input::Data(data.split().freeze()));
+            }
+            let detach = matches!(command, Input::Detach);
+            items.push(command);
+            if detach {
+                // Nothing typed after a detach is delivered.
+                return;
+            }
+        } else if b == ESCAPE {
+            *state = Escape::Pending;
+        } else {
+            data.extend_from_slice(&[b]);
+        }
+    }
+    if !data.is_empty() {
+        items.push(Input::Data(data.freeze()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> Vec<String> {
+        let mut state = Escape::Idle;
+        let mut items = Vec::new();
+        for chunk in chunks {
+            unescape(&mut state, chunk, &mut items);
+        }
+        items
+            .iter()
+            .map(|i| match i {
+                Input::Data(d) => format!("{:?}", d),
+                Input::Break => "BREAK".into(),
+                Input::Detach => "DETACH".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_escape_splits_breaks_and_detach_across_reads() {
+        assert_eq!(scan(&[b"ab\x1dbcd"]), ["b\"ab\"", "BREAK", "b\"cd\""]);
+        assert_eq!(scan(&[b"a\x1d", b"\x1dz"]), ["b\"a\"", "b\"\\x1dz\""]);
+        assert_eq!(scan(&[b"x\x1d", b"dlost"]), ["b\"x\"", "DETACH"]);
+        assert_eq!(scan(&[b"\x1dq"]), ["b\"\\x1dq\""]);
+        assert_eq!(scan(&[b"\x1d"]), Vec::<String>::new());
     }
 }

@@ -98,6 +98,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+mod access;
 mod clients;
 mod concentrator;
 mod config;
@@ -107,6 +108,8 @@ mod serial;
 mod snapshot;
 mod types;
 
+pub use access::{Grant, GrantError, Rights, User};
+pub use clients::{ClientSetup, ESCAPE};
 pub use concentrator::Concentrator;
 pub use config::ConcentratorConfig;
 pub use registry::{label_of, printable};

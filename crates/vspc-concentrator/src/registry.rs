@@ -202,16 +202,14 @@ impl Registry {
         }
     }
 
-    /// The selection menu: a screenful of VM ports, fitting 80 columns.
-    pub(crate) fn menu(&self, rows: usize) -> String {
+    /// The selection menu: a screenful of the VM ports `shown` admits, fitting 80 columns.
+    pub(crate) fn menu(&self, rows: usize, shown: impl Fn(&VmEntry) -> bool) -> String {
+        let count = self.vms.values().filter(|e| shown(e)).count();
         let mut text = format!(
             "\r\nvspc: {} VM port(s)\r\n  # {:<24} {:<36} {:<6} clients\r\n",
-            self.vms.len(),
-            "name/label",
-            "VC UUID",
-            "state"
+            count, "name/label", "VC UUID", "state"
         );
-        for entry in self.vms.values().take(rows) {
+        for entry in self.vms.values().filter(|e| shown(e)).take(rows) {
             let state = match entry.state {
                 VmState::Connected => "up",
                 VmState::Migrating => "moving",
@@ -232,10 +230,10 @@ impl Registry {
                 }
             ));
         }
-        if self.vms.len() > rows {
+        if count > rows {
             text.push_str(&format!(
                 "... and {} more (the admin listing has them all)\r\n",
-                self.vms.len() - rows
+                count - rows
             ));
         }
         text.push_str("select by number, name[/label] or UUID, then optionally ro or excl: ");

@@ -64,8 +64,17 @@ impl Selection {
     }
 }
 
-/// Parses `[connect] <selector> [rw|ro|excl]`.
-pub(crate) fn parse_selection(line: &str) -> (String, Mode) {
+/// What a client asks for: a VM, a mode (`None`: the best its rights allow, read-write for
+/// an unrestricted client), and whether to take the write lock from its holders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub(crate) selector: String,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) kick: bool,
+}
+
+/// Parses `[connect] <selector> [rw|ro|excl|kick]...` (a typed selection line).
+pub(crate) fn parse_selection(line: &str) -> Request {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     if words
         .first()
@@ -73,14 +82,48 @@ pub(crate) fn parse_selection(line: &str) -> (String, Mode) {
     {
         words.remove(0);
     }
-    let mode = match words.last().and_then(|w| Mode::parse(w)) {
-        Some(mode) if words.len() > 1 => {
-            words.pop();
-            mode
+    let (mut mode, mut kick) = (None, false);
+    while words.len() > 1 {
+        let Some(last) = words.last() else { break };
+        if last.eq_ignore_ascii_case("kick") {
+            kick = true;
+        } else if let Some(m) = Mode::parse(last).filter(|_| mode.is_none()) {
+            mode = Some(m);
+        } else {
+            break;
         }
-        _ => Mode::ReadWrite,
-    };
-    (words.join(" "), mode)
+        words.pop();
+    }
+    Request {
+        selector: words.join(" "),
+        mode,
+        kick,
+    }
+}
+
+/// Parses `<selector>[+rw|+ro|+excl][+kick]` (an SSH user name, where spaces are awkward).
+/// A `+` not followed by a known word stays part of the selector.
+pub(crate) fn parse_request(text: &str) -> Request {
+    let mut selector = text.trim();
+    let (mut mode, mut kick) = (None, false);
+    while let Some((head, word)) = selector.rsplit_once('+') {
+        if head.is_empty() {
+            break;
+        }
+        if word.eq_ignore_ascii_case("kick") {
+            kick = true;
+        } else if let Some(m) = Mode::parse(word).filter(|_| mode.is_none()) {
+            mode = Some(m);
+        } else {
+            break;
+        }
+        selector = head;
+    }
+    Request {
+        selector: selector.to_owned(),
+        mode,
+        kick,
+    }
 }
 
 #[cfg(test)]
@@ -89,17 +132,31 @@ mod tests {
 
     #[test]
     fn selection_lines() {
-        assert_eq!(
-            parse_selection("vm-1"),
-            ("vm-1".to_owned(), Mode::ReadWrite)
-        );
+        let request = |selector: &str, mode, kick| Request {
+            selector: selector.into(),
+            mode,
+            kick,
+        };
+        assert_eq!(parse_selection("vm-1"), request("vm-1", None, false));
         assert_eq!(
             parse_selection("connect vm-1 ro"),
-            ("vm-1".to_owned(), Mode::ReadOnly)
+            request("vm-1", Some(Mode::ReadOnly), false)
         );
         assert_eq!(
-            parse_selection("vm-1 excl"),
-            ("vm-1".to_owned(), Mode::Exclusive)
+            parse_selection("vm-1 excl kick"),
+            request("vm-1", Some(Mode::Exclusive), true)
+        );
+        assert_eq!(parse_selection("ro"), request("ro", None, false));
+        assert_eq!(
+            parse_request("web-1+ro"),
+            request("web-1", Some(Mode::ReadOnly), false)
+        );
+        assert_eq!(parse_request("web-1+kick"), request("web-1", None, true));
+        assert_eq!(parse_request("a+b"), request("a+b", None, false));
+        assert_eq!(parse_request("+ro"), request("+ro", None, false));
+        assert_eq!(
+            parse_request("web+ro+ro"),
+            request("web+ro", Some(Mode::ReadOnly), false)
         );
         let mut s = Selection::default();
         let mut echo = Vec::new();

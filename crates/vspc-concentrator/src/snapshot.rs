@@ -69,6 +69,8 @@ pub struct ClientSnapshot {
     pub peer: SocketAddr,
     /// Its mode.
     pub mode: Mode,
+    /// Who it is, for an authenticated client (an SSH key's name).
+    pub user: Option<String>,
     /// Bytes written to it.
     pub bytes_out: u64,
     /// Bytes it sent to the VM.
@@ -183,6 +185,7 @@ impl Concentrator {
                         id: *id,
                         peer: c.peer,
                         mode: c.mode,
+                        user: c.user.as_ref().map(|u| u.name.clone()),
                         bytes_out: c.bytes_out,
                         bytes_in: c.bytes_in,
                         queued: c.queued,
@@ -207,6 +210,7 @@ impl Concentrator {
             id: client,
             peer: c.peer,
             mode: c.mode,
+            user: c.user.as_ref().map(|u| u.name.clone()),
             bytes_out: c.bytes_out,
             bytes_in: c.bytes_in,
             queued: c.queued,

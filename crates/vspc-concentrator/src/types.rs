@@ -200,6 +200,8 @@ pub enum DropReason {
     SelectionTimeout,
     /// Too many clients were choosing; it had been choosing longest.
     Crowded,
+    /// It detached itself (the in-band escape).
+    Detached,
 }
 
 /// What the concentrator reports. Drain with
@@ -276,6 +278,23 @@ pub enum Event {
         vm: VmId,
         /// Its mode.
         mode: Mode,
+    },
+    /// A client's write lock was taken by another (a kick): it is read-only now, and was
+    /// told by whom.
+    ClientKicked {
+        /// The client that lost the lock.
+        client: ClientId,
+        /// The entry.
+        vm: VmId,
+        /// The client that took it.
+        by: ClientId,
+    },
+    /// A client's serial break was sent to its VM.
+    ClientBreak {
+        /// The client.
+        client: ClientId,
+        /// The entry.
+        vm: VmId,
     },
     /// A client was dropped by the concentrator (its goodbye is queued).
     ClientDropped {
@@ -391,6 +410,18 @@ pub enum AttachError {
     /// The client is gone or closing.
     #[error("client gone")]
     ClientGone,
+    /// An authenticated user's grants do not allow this attach.
+    #[error("{user} may not attach to {vm} as {mode} (allowed there: {})", if allowed.is_empty() { "nothing" } else { allowed.as_str() })]
+    NotPermitted {
+        /// The user's name.
+        user: String,
+        /// The VM's name.
+        vm: String,
+        /// What was asked: `ro`, `rw`, `excl` or `kick`.
+        mode: &'static str,
+        /// What the user's grants allow on that VM (`ro,rw,...`; empty for nothing).
+        allowed: String,
+    },
 }
 
 /// Why [`Concentrator::write_to_vm`](crate::Concentrator::write_to_vm) did not take bytes.

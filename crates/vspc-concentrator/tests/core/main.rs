@@ -9,6 +9,7 @@ mod flow;
 mod lifecycle;
 mod serial;
 mod shared;
+mod users;
 mod vmotion;
 
 use std::time::Duration;

@@ -33,8 +33,8 @@ use vspc_concentrator::vspc_proto::vspc_telnet::{
 };
 use vspc_concentrator::vspc_proto::{SecretError, SessionId};
 use vspc_concentrator::{
-    ClientId, ClientTransmit, Concentrator, ConcentratorConfig, DropReason, Event, Mode, Refused,
-    Transport, VmId, VmTransmit, Wakeup,
+    ClientId, ClientSetup, ClientTransmit, Concentrator, ConcentratorConfig, DropReason, Event,
+    Mode, Refused, Transport, VmId, VmTransmit, Wakeup,
 };
 use vspc_emulator::{
     ConnId, EmulatedVm, EmulatorConfig, EmulatorEvent, Transmit, VmIdentity, VmotionPlan,
@@ -763,6 +763,24 @@ impl Harness {
         let result = self
             .core
             .handle_client_connect(now, peer, transport, target);
+        self.register_client(result, transport)
+    }
+
+    /// Connects a client set up by `setup` (a user, the escape, a request); runs.
+    pub fn connect_with(&mut self, setup: ClientSetup) -> ClientId {
+        let peer = self.next_peer();
+        let now = self.now;
+        let transport = setup.transport;
+        let result = self.core.handle_client_connect_with(now, peer, setup);
+        self.register_client(result, transport)
+            .expect("client refused")
+    }
+
+    fn register_client(
+        &mut self,
+        result: Result<ClientId, Refused>,
+        transport: Transport,
+    ) -> Result<ClientId, Refused> {
         let id = match result {
             Ok(id) => id,
             Err(refused) => {

@@ -818,6 +818,7 @@ fn strip<'a>(client: &super::HarnessClient, got: &'a [u8]) -> &'a [u8] {
         Some(DropReason::Crowded) => {
             b"\r\nvspc: too many clients are choosing a VM; try again\r\n"
         }
+        Some(DropReason::Detached) => b"\r\n[vspc: detached]\r\n",
         None => b"",
     };
     got.strip_suffix(goodbye).unwrap_or(got)
