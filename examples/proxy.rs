@@ -85,6 +85,18 @@ struct Cli {
     /// (`redis://host:port/db`): a destination reaching another instance is carried back.
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// SSH client listener (off unless set; see `[ssh]` in the configuration).
+    #[arg(long, value_name = "ADDR")]
+    ssh_listen: Option<SocketAddr>,
+    /// SSH host key (OpenSSH format; generated, 0600, when missing).
+    #[arg(long, value_name = "PATH")]
+    ssh_host_key: Option<PathBuf>,
+    /// SSH users: an authorized_keys file whose console="PATTERN:RIGHTS" options are grants.
+    #[arg(long, value_name = "PATH")]
+    ssh_authorized_keys: Option<PathBuf>,
+    /// Audit log of client events (appended, 0600).
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
     /// Tokio worker threads (default 1; see `[runtime]` in the configuration).
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
@@ -144,6 +156,14 @@ impl Cli {
         if let Some(ms) = self.vmotion_timeout_ms {
             config.vmotion.timeout_ms = ms;
         }
+        config.ssh.listen = self.ssh_listen.or(config.ssh.listen);
+        if let Some(path) = self.ssh_host_key {
+            config.ssh.host_key = path;
+        }
+        if let Some(path) = self.ssh_authorized_keys {
+            config.ssh.authorized_keys = path;
+        }
+        config.log.audit = self.audit_log.or(config.log.audit);
         if let Some(threads) = self.worker_threads {
             config.runtime.worker_threads = threads;
         }
@@ -209,12 +229,16 @@ async fn serve(config: ServerConfig) -> ExitCode {
     if let Some(url) = &server.web_url {
         println!("web {url}");
     }
+    if let (Some(addr), Some(fingerprint)) = (server.ssh_addr, &server.ssh_fingerprint) {
+        println!("clients ssh {addr} host key {fingerprint}");
+    }
     let handle = server.handle();
     server.run_until(signals(handle)).await;
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT; reopens the console logs on every SIGHUP.
+/// Resolves on SIGTERM or SIGINT; reopens the console and audit logs and reloads the SSH
+/// users on every SIGHUP.
 async fn signals(handle: vspc_server::Handle) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -229,8 +253,12 @@ async fn signals(handle: vspc_server::Handle) {
             _ = term.recv() => { tracing::info!("SIGTERM"); return; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT"); return; }
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reopening console logs");
+                tracing::info!("SIGHUP: reopening logs, reloading SSH keys");
                 handle.reopen_logs();
+                match handle.reload_ssh_keys() {
+                    Ok(keys) => tracing::info!(keys, "SSH keys in force"),
+                    Err(error) => tracing::error!(%error, "SSH keys not reloaded; the old set stays in force"),
+                }
             }
         }
     }

@@ -73,6 +73,7 @@ fn vm_json(hub: &Hub, vm: &VmSnapshot) -> Value {
                 "id": c.id.0,
                 "peer": c.peer.to_string(),
                 "mode": c.mode,
+                "user": c.user,
                 "bytes_out": c.bytes_out,
                 "bytes_in": c.bytes_in,
                 "queued": c.queued,

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub cluster: ClusterConfig,
     /// `[web]`: the web console (served with the `web` feature; off by default).
     pub web: WebConfig,
+    /// `[ssh]`: the SSH client listener (off unless `listen` is set).
+    pub ssh: SshConfig,
 }
 
 /// Concentrators that behave as one: where they share vMotions.
@@ -104,6 +106,34 @@ impl Default for WebConfig {
             tls_key: None,
             max_message: 64 * 1024,
             max_listeners: 64,
+        }
+    }
+}
+
+/// The SSH client listener (the `ssh` feature): consoles reachable with keys, per-key
+/// grants, an audit trail. See the crate docs for the `authorized_keys` grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConfig {
+    /// Where to listen; `None` (the default) disables SSH.
+    pub listen: Option<SocketAddr>,
+    /// The host key (OpenSSH format). Generated (Ed25519, mode 0600) on first start when
+    /// missing; its fingerprint is logged at every start.
+    pub host_key: PathBuf,
+    /// The users: an OpenSSH `authorized_keys` file whose `console="PATTERN:RIGHTS"`
+    /// options are the grants. Reloaded on SIGHUP (a bad file keeps the old set).
+    pub authorized_keys: PathBuf,
+    /// Seconds a connection may take to authenticate and open its session.
+    pub auth_timeout_secs: u64,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            listen: None,
+            host_key: PathBuf::from("ssh_host_ed25519_key"),
+            authorized_keys: PathBuf::from("authorized_keys"),
+            auth_timeout_secs: 30,
         }
     }
 }
@@ -219,6 +249,10 @@ pub struct LogConfig {
     /// Console bytes reach the file at most this many milliseconds after they arrived (what
     /// a crash of the concentrator can lose).
     pub flush_ms: u64,
+    /// The audit trail of client events (SSH connects and authentication, attach with the
+    /// mode, kick, break, detach with the bytes each way), appended to this file (created
+    /// 0600, reopened on SIGHUP); `None`: to tracing only (target `vspc::audit`).
+    pub audit: Option<PathBuf>,
 }
 
 /// vMotion.
@@ -286,6 +320,7 @@ impl Default for LogConfig {
             dir: None,
             name: "{name}_{label}.log".to_owned(),
             flush_ms: 100,
+            audit: None,
         }
     }
 }
@@ -378,6 +413,12 @@ impl ServerConfig {
         }
         if self.log.name.contains('/') || self.log.name.contains("..") {
             return invalid("log.name must be a file name, not a path");
+        }
+        if self.ssh.listen.is_some() && !cfg!(feature = "ssh") {
+            return invalid("ssh.listen is set but vspc-server was built without its ssh feature");
+        }
+        if self.ssh.auth_timeout_secs == 0 {
+            return invalid("ssh.auth_timeout_secs must be at least 1");
         }
         Ok(())
     }

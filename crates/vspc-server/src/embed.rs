@@ -122,7 +122,19 @@ impl Handle {
         crate::admin::metrics(&self.shared.lock())
     }
 
-    /// Reopens every console log (after rotation; what SIGHUP does).
+    /// Reloads the SSH listener's `authorized_keys` (what SIGHUP does): the number of keys
+    /// now in force, or why the file was refused (the old set stays in force). `Ok(0)`
+    /// without an SSH listener.
+    #[cfg(feature = "ssh")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
+    pub fn reload_ssh_keys(&self) -> Result<usize, crate::ssh::SshError> {
+        match &self.shared.ssh {
+            Some(state) => state.reload(),
+            None => Ok(0),
+        }
+    }
+
+    /// Reopens every console log and the audit log (after rotation; what SIGHUP does).
     pub fn reopen_logs(&self) {
         self.shared.lock().reopen_logs();
     }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use vspc_concentrator::{ClientId, Concentrator, DropReason, Event, VmId, VmTransmit, Wakeup};
 use vspc_proto::SessionId;
 
+use crate::audit::Audit;
 use crate::cluster::{digest, Cluster};
 use crate::config::ServerConfig;
 use crate::embed::{ConsoleChunk, VmEvent};
@@ -100,6 +101,8 @@ pub(crate) struct Hub {
     /// Shared vMotions: destinations carried to their owner, PEERs refused for want of a
     /// record (or of the store), and GOAHEADs the store did not record.
     pub(crate) cluster_counts: ClusterCounts,
+    /// Where client events are recorded.
+    pub(crate) audit: Arc<Audit>,
 }
 
 /// What sharing vMotions did, for the metrics.
@@ -144,6 +147,7 @@ impl Hub {
             cluster: None,
             handoffs: HashMap::new(),
             cluster_counts: ClusterCounts::default(),
+            audit: Arc::new(Audit::none()),
         }
     }
 
@@ -175,6 +179,20 @@ impl Hub {
     }
 
     pub(crate) fn client_closed(&mut self, client: ClientId) {
+        if let Some(c) = self.core.client(client) {
+            let vm = self.core.client_vm(client);
+            self.audit.record(
+                "detach",
+                &[
+                    ("client", &client.0),
+                    ("user", &c.user.as_deref().unwrap_or("-")),
+                    ("peer", &c.peer),
+                    ("vm", &vm.map_or(0, |v| v.0)),
+                    ("bytes_in", &c.bytes_in),
+                    ("bytes_out", &c.bytes_out),
+                ],
+            );
+        }
         self.core.handle_client_closed(client);
         self.clients.remove(&client);
         self.settle();
@@ -347,17 +365,29 @@ impl Hub {
             }
             Event::Console { vm, bytes } => self.console(vm, bytes),
             Event::ClientAttached { client, vm, mode } => {
-                tracing::info!(
-                    client = client.0,
-                    vm = vm.0,
-                    mode = mode.short(),
-                    "client attached"
+                let name = self.core.vm(vm).map(|v| v.name).unwrap_or_default();
+                self.audit_client(
+                    "attach",
+                    client,
+                    &[("vm", &vm.0), ("name", &name), ("mode", &mode.short())],
                 );
+            }
+            Event::ClientKicked { client, vm, by } => {
+                let by_user = self.user_of(by);
+                self.audit_client(
+                    "kick",
+                    client,
+                    &[("vm", &vm.0), ("by", &by.0), ("by_user", &by_user)],
+                );
+            }
+            Event::ClientBreak { client, vm } => {
+                self.audit_client("break", client, &[("vm", &vm.0)]);
             }
             Event::ClientDropped { client, reason } => {
                 if reason == DropReason::TooSlow {
                     tracing::warn!(client = client.0, "client too slow: dropped");
                 }
+                self.audit_client("dropped", client, &[("reason", &format!("{reason:?}"))]);
                 if let Some(signals) = self.clients.get(&client) {
                     signals.kill.notify_one();
                 }
@@ -425,6 +455,26 @@ impl Hub {
                 None => self.core.refuse_peer(Instant::now(), conn),
             },
         }
+    }
+
+    /// An audit line about a client: who (its user, `-` for telnet) and from where first.
+    fn audit_client(&self, event: &str, client: ClientId, rest: &[(&str, &dyn std::fmt::Display)]) {
+        let user = self.user_of(client);
+        let peer = self
+            .core
+            .client(client)
+            .map_or_else(String::new, |c| c.peer.to_string());
+        let mut fields: Vec<(&str, &dyn std::fmt::Display)> =
+            vec![("client", &client.0), ("user", &user), ("peer", &peer)];
+        fields.extend_from_slice(rest);
+        self.audit.record(event, &fields);
+    }
+
+    fn user_of(&self, client: ClientId) -> String {
+        self.core
+            .client(client)
+            .and_then(|c| c.user)
+            .unwrap_or_else(|| "-".to_owned())
     }
 
     fn publish(&mut self, event: VmEvent) {
@@ -499,6 +549,7 @@ impl Hub {
         for log in self.logs.values_mut() {
             log.reopen();
         }
+        self.audit.reopen();
         tracing::info!("console logs reopened");
     }
 

@@ -23,6 +23,13 @@
 //! if the next deadline moved earlier), unlock; then write or read its socket outside the
 //! lock. Nothing is held across an `.await`.
 //!
+//! # SSH access (feature `ssh`, on by default)
+//! With `[ssh] listen` set, people attach to consoles with `ssh -p PORT NAME@host`: keys
+//! from an `authorized_keys` file whose `console="PATTERN:RIGHTS"` options grant VMs and
+//! modes, kick, an in-band escape (Ctrl-] `b` break, `d` detach), and an audit trail. Each
+//! SSH session is a raw client of the same core and client tasks as a telnet client. See
+//! the [`ssh`] module.
+//!
 //! # Example: embed a concentrator
 //! ```no_run
 //! use vspc_server::{Server, ServerConfig};
@@ -52,12 +59,16 @@
 
 mod access;
 mod admin;
+mod audit;
 mod client;
 mod cluster;
 mod config;
 mod embed;
 mod hub;
 mod logs;
+#[cfg(feature = "ssh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
+pub mod ssh;
 mod tls;
 mod vm_conn;
 #[cfg(feature = "web")]
@@ -75,8 +86,8 @@ use vspc_concentrator::VmId;
 pub use access::{IpNet, IpNetError};
 pub use cluster::{MemoryState, RedisState, SharedState, SharedStateError, StateFuture};
 pub use config::{
-    AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, VmConfig,
-    VmotionConfig, WebConfig,
+    AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, SshConfig,
+    VmConfig, VmotionConfig, WebConfig,
 };
 pub use embed::{ConsoleChunk, Handle, VmEvent};
 pub use logs::{file_name, sanitize};
@@ -91,6 +102,9 @@ pub(crate) struct Shared {
     hub: Mutex<Hub>,
     /// Set to true once on shutdown; every listener and connection watches it.
     stop: watch::Sender<bool>,
+    /// The SSH listener's keys and settings, when it runs.
+    #[cfg(feature = "ssh")]
+    ssh: Option<Arc<ssh::SshState>>,
 }
 
 impl Shared {
@@ -119,6 +133,18 @@ pub enum ServerError {
     /// The telnets certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The audit log cannot be opened.
+    #[error("audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SSH listener's host key or users could not be loaded.
+    #[cfg(feature = "ssh")]
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
 }
 
 /// A running concentrator.
@@ -139,6 +165,10 @@ pub struct Server {
     /// `telnets://host:port#thumbprint=...` for each telnets listener: what a VM's backing
     /// names as its proxyURI.
     pub proxy_uris: Vec<String>,
+    /// The SSH listener, when configured.
+    pub ssh_addr: Option<SocketAddr>,
+    /// The SSH host key's fingerprint (`SHA256:...`, as `ssh-keygen -l` shows it).
+    pub ssh_fingerprint: Option<String>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -210,16 +240,49 @@ impl Server {
         let config = Arc::new(config);
         let timer = Arc::new(Notify::new());
         let (stop, _) = watch::channel(false);
+        let mut hub = Hub::new(
+            config.clone(),
+            timer.clone(),
+            Instant::now(),
+            state.is_some(),
+        );
+        if let Some(path) = &config.log.audit {
+            let audit = audit::Audit::open(path).map_err(|source| ServerError::Audit {
+                path: path.clone(),
+                source,
+            })?;
+            hub.audit = Arc::new(audit);
+        }
+        #[cfg(feature = "ssh")]
+        let ssh = match config.ssh.listen {
+            Some(addr) => {
+                let (ssh_state, fingerprint) = ssh::prepare(&config.ssh, hub.audit.clone())?;
+                Some((addr, ssh_state, fingerprint))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
-            hub: Mutex::new(Hub::new(
-                config.clone(),
-                timer.clone(),
-                Instant::now(),
-                state.is_some(),
-            )),
+            hub: Mutex::new(hub),
             stop,
+            #[cfg(feature = "ssh")]
+            ssh: ssh.as_ref().map(|(_, state, _)| state.clone()),
         });
         let mut tasks = Vec::new();
+        #[allow(unused_mut)]
+        let (mut ssh_addr, mut ssh_fingerprint) = (None, None);
+        #[cfg(feature = "ssh")]
+        if let Some((addr, ssh_state, fingerprint)) = ssh {
+            let listener = bind(addr).await?;
+            let bound = local_addr(&listener, addr);
+            tracing::info!(addr = %bound, %fingerprint, "listening for SSH clients (host key fingerprint)");
+            tasks.push(tokio::spawn(ssh::serve(
+                shared.clone(),
+                ssh_state,
+                listener,
+            )));
+            ssh_addr = Some(bound);
+            ssh_fingerprint = Some(fingerprint);
+        }
 
         let tls = match (&config.vm.tls_cert, &config.vm.tls_key) {
             (Some(cert), Some(key)) if !config.vm.tls_listen.is_empty() => {
@@ -342,6 +405,8 @@ impl Server {
             web_addr,
             web_url,
             proxy_uris,
+            ssh_addr,
+            ssh_fingerprint,
             shared,
             tasks,
         })
@@ -435,7 +500,7 @@ pub async fn run(
 }
 
 /// Accepts connections on `listener` until shutdown, handing each to `serve`.
-async fn accept_loop(
+pub(crate) async fn accept_loop(
     shared: &Shared,
     listener: TcpListener,
     what: &'static str,
