@@ -602,3 +602,108 @@ async fn a_session_that_stops_reading_is_dropped_and_the_vm_goes_on() {
     drop(watcher);
     server.shutdown().await;
 }
+
+/// An in-process SSH client (russh) that trusts any host key.
+struct Trusting;
+
+impl russh::client::Handler for Trusting {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Opens a session as `login` with `key`, the way `ssh -tt` does (pty, then shell).
+async fn russh_session(
+    addr: std::net::SocketAddr,
+    key: &std::sync::Arc<russh::keys::PrivateKey>,
+    login: &str,
+) -> (
+    russh::client::Handle<Trusting>,
+    russh::Channel<russh::client::Msg>,
+) {
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut session = russh::client::connect(config, addr, Trusting)
+        .await
+        .unwrap();
+    let auth = session
+        .authenticate_publickey(
+            login,
+            russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None),
+        )
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let channel = session.channel_open_session().await.unwrap();
+    channel
+        .request_pty(false, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    channel.request_shell(false).await.unwrap();
+    (session, channel)
+}
+
+/// Reads a channel until `want` bytes came (bounded); what came.
+async fn read_channel(channel: &mut russh::Channel<russh::client::Msg>, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < want {
+        match tokio::time::timeout_at(deadline, channel.wait()).await {
+            Ok(Some(russh::ChannelMsg::Data { data })) => got.extend_from_slice(&data),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn many_sessions_on_one_vm_all_get_the_same_bytes() {
+    if !have_openssh() {
+        return;
+    }
+    const SESSIONS: usize = 100;
+    let keys = Keys::new("ssh-many");
+    let (server, vms) = proxy_with_vms(&keys, 1).await;
+    let addr = server.ssh_addr.unwrap();
+    let key =
+        std::sync::Arc::new(russh::keys::load_secret_key(keys.dir.join("root"), None).unwrap());
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..SESSIONS {
+        let key = key.clone();
+        opening.spawn(async move {
+            let (session, mut channel) = russh_session(addr, &key, "vm-00001+ro").await;
+            let expected = banner("vm-00001", "ro");
+            assert_eq!(read_channel(&mut channel, expected.len()).await, expected);
+            (session, channel)
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(opened) = opening.join_next().await {
+        sessions.push(opened.unwrap());
+    }
+    assert_eq!(
+        vms_of(&server)[0]["clients"].as_array().unwrap().len(),
+        SESSIONS
+    );
+
+    let pattern: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    vms[0].with(|vm, _| vm.send_serial(&pattern)).unwrap();
+    let mut reading = tokio::task::JoinSet::new();
+    for (session, mut channel) in sessions {
+        let len = pattern.len();
+        reading.spawn(async move {
+            let got = read_channel(&mut channel, len).await;
+            drop(session);
+            got
+        });
+    }
+    while let Some(got) = reading.join_next().await {
+        assert!(got.unwrap() == pattern, "a session got other bytes");
+    }
+    server.shutdown().await;
+}
