@@ -107,9 +107,9 @@ mod selection;
 mod serial;
 mod snapshot;
 mod types;
+mod users;
 
 pub use access::{Grant, GrantError, Rights, User};
-pub use clients::{ClientSetup, ESCAPE};
 pub use concentrator::Concentrator;
 pub use config::ConcentratorConfig;
 pub use registry::{label_of, printable};
@@ -118,6 +118,7 @@ pub use types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,
     VmState, VmTransmit, VmotionRecord, VmotionStep, Wakeup, WriteError,
 };
+pub use users::{ClientSetup, ESCAPE};
 pub use vspc_proto;
 
 // The README's example, compiled and run as a doctest.
