@@ -29,7 +29,7 @@ use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vspc_emulator::driver::{run_vm, Target};
+use vspc_emulator::driver::{Spawner, Target, Vm};
 use vspc_emulator::{EmulatorConfig, OutputConfig, Pattern, Rate, VmIdentity};
 
 #[derive(Debug, Parser)]
@@ -190,15 +190,13 @@ fn start_proxy(
     (child, vm.unwrap(), telnet.unwrap(), ssh.unwrap())
 }
 
-/// Runs VM `n` with `output` (for the rest of the run: each phase has its own VM).
-fn start_vm(vm_addr: SocketAddr, n: u64, output: OutputConfig) {
+/// Powers on VM `n` with `output` (each phase has its own VM; it runs while kept).
+fn start_vm(vm_addr: SocketAddr, n: u64, output: OutputConfig) -> Vm {
     let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
     config.port.com_port_delay = None;
     config.output = Some(output);
     let uri = format!("telnet://{vm_addr}").parse().expect("uri");
-    tokio::spawn(async move {
-        run_vm(config, Target::new(uri, 1), Duration::from_secs(3600)).await;
-    });
+    Spawner::new(Target::new(uri).expect("target")).spawn(n, config)
 }
 
 #[tokio::main]
@@ -224,7 +222,7 @@ async fn main() {
         rate: Rate::new(line, Duration::from_millis(1)),
         limit: Some(line as u64),
     };
-    start_vm(vm_addr, 1, quiet(b"ready"));
+    let mut vms = vec![start_vm(vm_addr, 1, quiet(b"ready"))];
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     println!(
@@ -259,7 +257,7 @@ async fn main() {
     let window = Duration::from_secs_f64(cli.stream_secs);
     println!("stream to one client ({:.1} s each):", cli.stream_secs);
     for (n, transport) in [(2, "telnet"), (3, "ssh")] {
-        start_vm(
+        vms.push(start_vm(
             vm_addr,
             n,
             OutputConfig {
@@ -269,7 +267,7 @@ async fn main() {
                 rate: Rate::new(64 * 1024, Duration::from_millis(1)),
                 limit: None,
             },
-        );
+        ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let got = if transport == "ssh" {
             let login = format!("vm-{n:05}");
@@ -298,7 +296,7 @@ async fn main() {
     }
 
     // Memory: idle SSH sessions attached read-only.
-    start_vm(vm_addr, 4, quiet(b"idle"));
+    vms.push(start_vm(vm_addr, 4, quiet(b"idle")));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
     let mut sessions = Vec::new();
@@ -327,6 +325,7 @@ async fn main() {
         (after.saturating_sub(before)) as f64 / sessions.len() as f64
     );
     drop(sessions);
+    drop(vms);
     let _ = proxy.kill();
     let _ = proxy.wait();
     let _ = std::fs::remove_dir_all(&dir);
