@@ -53,8 +53,11 @@ pub(crate) struct VmLink<S> {
     /// `None` once carried to another instance.
     stream: Option<S>,
     /// With shared vMotions, what the VM sent before it was identified: a destination whose
-    /// PEER names another instance's vMotion is carried there with it (`cluster`).
-    replay: Option<BytesMut>,
+    /// PEER names another instance's vMotion is carried there with it (`cluster`). Boxed:
+    /// every VM's task carries the field, few ever fill it.
+    replay: Option<Box<BytesMut>>,
+    /// The hub said, at the last read, not to read this VM (a client of it is behind).
+    paused: bool,
     /// The write in progress (what the socket has not taken yet).
     out: Option<Bytes>,
     /// Written since the last flush (TLS buffers inside the stream).
@@ -138,11 +141,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> VmLink<S> {
             // not read either until it does: the write in progress wakes this task. Nor is
             // one whose client is a budget behind: the hub wakes it when the client catches
             // up or is dropped.
-            {
+            // (Checked under the lock only when a write is in progress or the last read
+            // found the VM paused: most reads take the lock once.)
+            if self.out.is_some() || self.paused {
                 let hub = self.shared.lock();
                 let backlogged = self.out.is_some()
                     && hub.core.endpoint().pending_transmit_len(self.sid) > MAX_BACKLOG;
-                if backlogged || !hub.core.vm_wants_input(self.sid) {
+                self.paused = !hub.core.vm_wants_input(self.sid);
+                if backlogged || self.paused {
                     return Poll::Pending;
                 }
             }
@@ -158,6 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> VmLink<S> {
                     let bytes = Bytes::copy_from_slice(read.filled());
                     let mut hub = self.shared.lock();
                     hub.core.handle_vm_input(Instant::now(), self.sid, &bytes);
+                    self.paused = !hub.core.vm_wants_input(self.sid);
                     if let Some(replay) = self.replay.as_mut() {
                         if hub.core.is_identified(self.sid)
                             || replay.len() + bytes.len() > cluster::MAX_REPLAY
@@ -219,7 +226,7 @@ pub(crate) fn vm_link<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let replay = shared.lock().is_clustered().then(BytesMut::new);
+    let replay = shared.lock().is_clustered().then(Box::default);
     let registered = shared
         .lock()
         .core
@@ -238,6 +245,7 @@ where
         sid,
         stream: Some(stream),
         replay,
+        paused: false,
         out: None,
         unflushed: false,
         phase: Phase::Open,
