@@ -35,7 +35,9 @@ fn all_bytes() -> Vec<u8> {
 
 #[tokio::test]
 async fn terminal_is_byte_exact_both_ways_and_replays_the_scrollback() {
-    let (proxy, vm, name) = console_with_vm(1, |_| {}).await;
+    let audit = temp_dir("web-audit").join("audit.log");
+    let audit_path = audit.clone();
+    let (proxy, vm, name) = console_with_vm(1, move |c| c.log.audit = Some(audit_path)).await;
     let addr = proxy.web_addr.unwrap();
     vm.with(|vm, _| vm.send_serial(b"before the page\r\n"))
         .unwrap();
@@ -70,6 +72,16 @@ async fn terminal_is_byte_exact_both_ways_and_replays_the_scrollback() {
     let clients = &vms(&listed)[0]["clients"];
     assert_eq!(clients.as_array().unwrap().len(), 1, "{listed:#}");
     assert_eq!(clients[0]["mode"], "read-write");
+    // The page's principal is the client's user, in the listing and in the audit trail
+    // that SSH sessions share.
+    assert_eq!(clients[0]["user"], "web:token");
+    let trail = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        trail.lines().any(|l| l.contains(" attach ")
+            && l.contains("user=web:token")
+            && l.contains("mode=rw")),
+        "{trail}"
+    );
     proxy.shutdown().await;
 }
 

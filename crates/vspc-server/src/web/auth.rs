@@ -1,7 +1,8 @@
 //! Who may use the web console, and what they may do.
 //!
 //! Today one bearer token from the configuration admits a request, and an admitted
-//! [`Principal`] may attach to any VM in any mode. [`Access`] is the one place that decides:
+//! [`Principal`] may attach to any VM in any mode; its terminals are core clients of the user
+//! `web:<principal>`, so the audit trail SSH sessions use records them too. [`Access`] is the one place that decides:
 //! per-user rules (what the SSH access checks for a key) plug in at
 //! [`Access::authenticate`] and [`Access::may_attach`] without touching the handlers.
 

@@ -18,7 +18,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tracing::Instrument;
-use vspc_concentrator::{AttachError, ClientId, Mode, Transport, VmId};
+use vspc_concentrator::{
+    AttachError, ClientId, ClientSetup, Grant, Mode, Rights, Transport, User, VmId,
+};
 
 use super::auth::Principal;
 use crate::client::{run_client, ClientSink, ClientSource, GOODBYE_TIMEOUT};
@@ -59,7 +61,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, request: Reque
         principal,
     } = request;
     let (mut sink, stream) = socket.split();
-    let (client, signals) = match connect(&shared, peer, vm, mode) {
+    let (client, signals) = match connect(&shared, peer, vm, mode, &principal) {
         Ok(registered) => registered,
         Err((code, reason)) => {
             tracing::info!(%peer, vm = vm.0, mode = mode.short(), %reason, "web terminal refused");
@@ -100,11 +102,23 @@ fn connect(
     peer: SocketAddr,
     vm: VmId,
     mode: Mode,
+    principal: &Principal,
 ) -> Result<(ClientId, Arc<ClientSignals>), (u16, String)> {
+    // The page's principal is the client's user: the audit trail and a kick's notice name
+    // it (`web:token` with the bearer token, which may reach every VM).
+    let user = User {
+        name: format!("web:{}", principal.name),
+        grants: vec![Grant {
+            pattern: "*".to_owned(),
+            rights: Rights::ALL,
+        }],
+    };
+    let mut setup = ClientSetup::new(Transport::Raw);
+    setup.user = Some(Arc::new(user));
     let mut hub = shared.lock();
     let result =
         hub.core
-            .handle_client_connect(Instant::now(), peer, Transport::Raw, None)
+            .handle_client_connect_with(Instant::now(), peer, setup)
             .map_err(|refused| (code::UNAVAILABLE, format!("vspc: {refused}")))
             .and_then(|client| {
                 let mut menu = Vec::new();
