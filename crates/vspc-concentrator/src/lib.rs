@@ -112,7 +112,7 @@ mod users;
 pub use access::{Grant, GrantError, Rights, User};
 pub use concentrator::Concentrator;
 pub use config::ConcentratorConfig;
-pub use registry::{label_of, printable};
+pub use registry::{compact_hex, label_of, printable};
 pub use snapshot::{ClientSnapshot, Counters, VmSnapshot};
 pub use types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,

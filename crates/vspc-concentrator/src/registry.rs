@@ -241,7 +241,9 @@ impl Registry {
     }
 }
 
-fn compact_hex(s: &str) -> String {
+/// A VC UUID's hex digits, lowercase, without separators: the form in which the canonical
+/// (`564d...-...`), compact and vmx (`56 4d ...`) spellings of one UUID compare equal.
+pub fn compact_hex(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_hexdigit())
         .collect::<String>()

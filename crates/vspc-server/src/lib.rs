@@ -84,7 +84,10 @@ use tokio::task::JoinHandle;
 use vspc_concentrator::VmId;
 
 pub use access::{IpNet, IpNetError};
-pub use cluster::{MemoryState, RedisState, SharedState, SharedStateError, StateFuture};
+pub use cluster::{
+    Holding, Instance, MemoryState, RedisState, SharedState, SharedStateError, SitePort, SiteVm,
+    StateFuture,
+};
 pub use config::{
     AdminConfig, ClientConfig, ConfigError, LogConfig, RuntimeConfig, ServerConfig, SshConfig,
     VmConfig, VmotionConfig, WebConfig,

@@ -1,0 +1,350 @@
+//! The shared state in Redis or Valkey.
+//!
+//! Keys, under the site's prefix `P` (a standalone server or a primary; Redis Cluster is not
+//! supported, since the scripts touch keys they compute):
+//! - `P:handover:{digest}`: a vMotion's owner address (`SET … PX`), claimed with `GETDEL`;
+//! - `P:instance:{id}`: an instance's link address, under the instance's lease;
+//! - `P:port:{digest}`: the id of the instance holding a VM port, under that lease;
+//! - `P:ports`: a hash of port digest → the port (JSON), and the indexes `P:name:{name}` and
+//!   `P:uuid:{compact uuid}` (sets of digests) that `locate` reads; entries whose lease
+//!   lapsed are removed by the reads that meet them;
+//! - `P:site:token`: the site's shared secret (`SET NX`).
+//!
+//! Each lease operation is one Lua script, so a port's check and claim are atomic.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+use super::{
+    fresh_token, Holding, Instance, SharedState, SharedStateError, SitePort, SiteSelector, SiteVm,
+    StateFuture, Who,
+};
+
+/// Handover records and the directory in Redis or Valkey (see the module docs for the keys).
+/// A store that cannot be reached within a second fails the call: a destination is then
+/// refused, and local VMs never wait for it.
+pub struct RedisState {
+    client: redis::Client,
+    prefix: String,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisState")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a command may take before the store counts as unreachable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ports claimed or renewed per script call: a renewal of many ports must not hold the
+/// store's single thread for long.
+const HOLD_BATCH: usize = 500;
+
+/// Claims or renews ports. ARGV: prefix, instance id, lease (ms), link address, then per
+/// port: digest, record, name, compact UUID. Returns per port `""` (held) or the holder.
+const HOLD: &str = r"
+local p, me, lease = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SET', p .. ':instance:' .. me, ARGV[4], 'PX', lease)
+local out = {}
+for i = 5, #ARGV, 4 do
+  local digest = ARGV[i]
+  local key = p .. ':port:' .. digest
+  local holder = redis.call('GET', key)
+  if holder == me then
+    redis.call('PEXPIRE', key, lease)
+    out[#out + 1] = ''
+  elseif holder then
+    out[#out + 1] = holder
+  else
+    redis.call('SET', key, me, 'PX', lease)
+    redis.call('HSET', p .. ':ports', digest, ARGV[i + 1])
+    redis.call('SADD', p .. ':name:' .. ARGV[i + 2], digest)
+    redis.call('SADD', p .. ':uuid:' .. ARGV[i + 3], digest)
+    out[#out + 1] = ''
+  end
+end
+return out
+";
+
+/// Releases ports held by this instance. ARGV: prefix, instance id, then per port: digest,
+/// name, compact UUID.
+const RELEASE: &str = r"
+local p, me = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 3 do
+  local digest = ARGV[i]
+  local key = p .. ':port:' .. digest
+  if redis.call('GET', key) == me then
+    redis.call('DEL', key)
+    redis.call('HDEL', p .. ':ports', digest)
+    redis.call('SREM', p .. ':name:' .. ARGV[i + 1], digest)
+    redis.call('SREM', p .. ':uuid:' .. ARGV[i + 2], digest)
+  end
+end
+return 0
+";
+
+/// The held ports of one index (`name:{name}` or `uuid:{compact}`), as record, holder, link
+/// triples; drops the index's entries whose lease lapsed. ARGV: prefix, index.
+const LOCATE: &str = r"
+local p = ARGV[1]
+local index = p .. ':' .. ARGV[2]
+local out = {}
+for _, digest in ipairs(redis.call('SMEMBERS', index)) do
+  local holder = redis.call('GET', p .. ':port:' .. digest)
+  if holder then
+    local record = redis.call('HGET', p .. ':ports', digest)
+    local link = redis.call('GET', p .. ':instance:' .. holder)
+    if record and link then
+      out[#out + 1] = record
+      out[#out + 1] = holder
+      out[#out + 1] = link
+    end
+  else
+    redis.call('SREM', index, digest)
+  end
+end
+return out
+";
+
+/// Every held port, as record, holder, link triples; drops the records whose lease lapsed
+/// (their indexes are cleaned by `LOCATE`). ARGV: prefix.
+const SITE: &str = r"
+local p = ARGV[1]
+local all = redis.call('HGETALL', p .. ':ports')
+local out = {}
+for i = 1, #all, 2 do
+  local holder = redis.call('GET', p .. ':port:' .. all[i])
+  if holder then
+    local link = redis.call('GET', p .. ':instance:' .. holder)
+    if link then
+      out[#out + 1] = all[i + 1]
+      out[#out + 1] = holder
+      out[#out + 1] = link
+    end
+  else
+    redis.call('HDEL', p .. ':ports', all[i])
+  end
+end
+return out
+";
+
+impl RedisState {
+    /// A store at `url` (`redis://host:port/db`); keys start with `prefix`. Connects on first
+    /// use, and again after a failure.
+    pub fn new(url: &str, prefix: &str) -> Result<RedisState, SharedStateError> {
+        let client =
+            redis::Client::open(url).map_err(|e| SharedStateError::Unavailable(e.to_string()))?;
+        Ok(RedisState {
+            client,
+            prefix: prefix.to_owned(),
+            connection: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Runs `operation` on the shared connection within [`REDIS_TIMEOUT`], reconnecting first
+    /// if the last one failed.
+    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, SharedStateError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let unavailable = |e: &dyn std::fmt::Display| SharedStateError::Unavailable(e.to_string());
+        let mut slot = self.connection.lock().await;
+        let connection = match slot.as_ref() {
+            Some(connection) => connection.clone(),
+            None => {
+                let connected = tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    self.client.get_multiplexed_async_connection(),
+                )
+                .await
+                .map_err(|e| unavailable(&e))?
+                .map_err(|e| unavailable(&e))?;
+                *slot = Some(connected.clone());
+                connected
+            }
+        };
+        drop(slot);
+        match tokio::time::timeout(REDIS_TIMEOUT, operation(connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            failed => {
+                // Reconnect next time.
+                *self.connection.lock().await = None;
+                Err(match failed {
+                    Ok(Err(e)) => unavailable(&e),
+                    _ => unavailable(&"timed out"),
+                })
+            }
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, SharedStateError> {
+        self.run(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        source: &'static str,
+        args: Vec<String>,
+    ) -> Result<T, SharedStateError> {
+        self.run(|mut c| async move {
+            let script = redis::Script::new(source);
+            let mut invocation = script.prepare_invoke();
+            for arg in &args {
+                invocation.arg(arg);
+            }
+            invocation.invoke_async(&mut c).await
+        })
+        .await
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.prefix)
+    }
+
+    async fn held(
+        &self,
+        source: &'static str,
+        args: Vec<String>,
+    ) -> Result<Vec<SiteVm>, SharedStateError> {
+        let triples: Vec<String> = self.script(source, args).await?;
+        triples
+            .chunks_exact(3)
+            .map(|triple| {
+                let port: SitePort = serde_json::from_str(&triple[0])
+                    .map_err(|_| SharedStateError::BadRecord(triple[0].clone()))?;
+                let link = triple[2]
+                    .parse()
+                    .map_err(|_| SharedStateError::BadRecord(triple[2].clone()))?;
+                Ok(SiteVm {
+                    port,
+                    instance: Instance {
+                        id: triple[1].clone(),
+                        link,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+impl SharedState for RedisState {
+    fn offer(&self, digest: &str, owner: SocketAddr, ttl: Duration) -> StateFuture<'_, ()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("handover", digest))
+            .arg(owner.to_string())
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        Box::pin(async move { self.query::<()>(cmd).await })
+    }
+
+    fn claim(&self, digest: &str) -> StateFuture<'_, Option<SocketAddr>> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.key("handover", digest));
+        Box::pin(async move {
+            let value: Option<String> = self.query(cmd).await?;
+            value
+                .map(|v| v.parse().map_err(|_| SharedStateError::BadRecord(v)))
+                .transpose()
+        })
+    }
+
+    fn hold(
+        &self,
+        me: &Instance,
+        ports: &[SitePort],
+        lease: Duration,
+    ) -> StateFuture<'_, Vec<Holding>> {
+        let head = vec![
+            self.prefix.clone(),
+            me.id.clone(),
+            lease.as_millis().max(1).to_string(),
+            me.link.to_string(),
+        ];
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        for chunk in ports.chunks(HOLD_BATCH) {
+            let mut args = head.clone();
+            for port in chunk {
+                args.push(port.digest());
+                args.push(serde_json::to_string(port).unwrap_or_default());
+                args.push(port.name.clone());
+                args.push(vspc_concentrator::compact_hex(&port.uuid));
+            }
+            batches.push(args);
+        }
+        if batches.is_empty() {
+            batches.push(head);
+        }
+        let count = ports.len();
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(count);
+            for args in batches {
+                let holders: Vec<String> = self.script(HOLD, args).await?;
+                answers.extend(holders.into_iter().map(|holder| {
+                    if holder.is_empty() {
+                        Holding::Held
+                    } else {
+                        Holding::HeldBy(holder)
+                    }
+                }));
+            }
+            Ok(answers)
+        })
+    }
+
+    fn release(&self, me: &str, ports: &[SitePort]) -> StateFuture<'_, ()> {
+        let mut args = vec![self.prefix.clone(), me.to_owned()];
+        for port in ports {
+            args.push(port.digest());
+            args.push(port.name.clone());
+            args.push(vspc_concentrator::compact_hex(&port.uuid));
+        }
+        Box::pin(async move { self.script::<i64>(RELEASE, args).await.map(drop) })
+    }
+
+    fn locate(&self, selector: &str) -> StateFuture<'_, Vec<SiteVm>> {
+        let parsed = SiteSelector::parse(selector);
+        Box::pin(async move {
+            let Some(selector) = parsed else {
+                return Ok(Vec::new());
+            };
+            let index = match &selector.who {
+                Who::Name(name) => format!("name:{name}"),
+                Who::Uuid(compact) => format!("uuid:{compact}"),
+            };
+            let found = self.held(LOCATE, vec![self.prefix.clone(), index]).await?;
+            Ok(found
+                .into_iter()
+                .filter(|vm| vm.port.matches(&selector))
+                .collect())
+        })
+    }
+
+    fn site(&self) -> StateFuture<'_, Vec<SiteVm>> {
+        Box::pin(async move { self.held(SITE, vec![self.prefix.clone()]).await })
+    }
+
+    fn site_token(&self) -> StateFuture<'_, String> {
+        Box::pin(async move {
+            let key = self.key("site", "token");
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(fresh_token()?).arg("NX");
+            self.query::<Option<String>>(set).await?;
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            let token: Option<String> = self.query(get).await?;
+            token.ok_or_else(|| SharedStateError::Unavailable("the site token vanished".into()))
+        })
+    }
+}
