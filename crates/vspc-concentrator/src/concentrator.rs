@@ -105,8 +105,6 @@ pub struct Concentrator {
     pub(crate) counters: Counters,
     pub(crate) next_client: u64,
     pub(crate) shutting_down: bool,
-    /// With shared vMotions: whether the store can record a handover now.
-    pub(crate) store_available: bool,
 }
 
 impl std::fmt::Debug for Concentrator {
@@ -183,7 +181,6 @@ impl Concentrator {
             counters: Counters::default(),
             next_client: 1,
             shutting_down: false,
-            store_available: true,
         }
     }
 
@@ -392,15 +389,6 @@ impl Concentrator {
         }
     }
 
-    /// With [`ConcentratorConfig::shared_vmotions`]: whether the store shared with the other
-    /// instances can record a handover. While it cannot (the driver saw it fail), every
-    /// VMOTION-BEGIN is answered NOTNOW, since a destination that reaches another instance
-    /// could not be carried back here; the VMs stay where they are and ESXi may try again.
-    /// Available at start.
-    pub fn set_store_available(&mut self, available: bool) {
-        self.store_available = available;
-    }
-
     /// Graceful shutdown: no new connections, every client told and closed, every VM
     /// connection closed once what is queued for it is written.
     pub fn shutdown(&mut self) {
@@ -593,10 +581,7 @@ impl Concentrator {
                         .vm_of(conn)
                         .and_then(|vm| self.registry.get(vm))
                         .is_some_and(|e| e.flagged.is_none() && e.active == Some(conn));
-                    // With shared vMotions, a GOAHEAD the store cannot record could strand
-                    // a destination that reaches another instance: refuse until it can.
-                    let shareable = !self.config.shared_vmotions || self.store_available;
-                    let allow = self.config.allow_vmotion && trusted && shareable;
+                    let allow = self.config.allow_vmotion && trusted;
                     self.endpoint.answer_begin(now, conn, allow);
                 }
                 // The endpoint answers PEER itself (`Answer::Automatic`): only the secret

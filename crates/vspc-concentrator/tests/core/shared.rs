@@ -91,34 +91,3 @@ fn a_peer_for_a_key_held_elsewhere_is_reported_then_refused_or_handed_off() {
     }
     assert!(h.core.vms(VmId(0), 10).is_empty());
 }
-
-#[test]
-fn while_the_store_is_unavailable_a_begin_is_answered_notnow_and_then_goahead_again() {
-    let mut h = Harness::new(shared_config());
-    let i = h.add_numbered_vm(1);
-    h.core.set_store_available(false);
-    h.take_events();
-    let plan = || VmotionPlan::new(Bytes::from_static(b"\x44\xda\x87\xf1"));
-    assert!(h.vmotion(i, plan()));
-    let outcome = h.vms[i].events.iter().rev().find_map(|e| match e {
-        EmulatorEvent::Vmotion(o) => Some(o.clone()),
-        _ => None,
-    });
-    // The emulator reports `Refused` only for a VMOTION-NOTNOW read off the wire.
-    assert_eq!(outcome, Some(VmotionOutcome::Refused));
-    assert!(!h
-        .take_events()
-        .iter()
-        .any(|e| matches!(e, Event::HandoverOffered { .. })));
-    // Back: the next BEGIN gets its GOAHEAD and the vMotion completes.
-    h.core.set_store_available(true);
-    assert!(h.vmotion(i, plan()));
-    let outcome = h.vms[i].events.iter().rev().find_map(|e| match e {
-        EmulatorEvent::Vmotion(o) => Some(o.clone()),
-        _ => None,
-    });
-    assert!(
-        matches!(outcome, Some(VmotionOutcome::Completed { .. })),
-        "{outcome:?}"
-    );
-}
