@@ -105,6 +105,8 @@ pub struct Concentrator {
     pub(crate) counters: Counters,
     pub(crate) next_client: u64,
     pub(crate) shutting_down: bool,
+    /// VMOTION-BEGIN is answered NOTNOW while set ([`Concentrator::hold_vmotions`]).
+    pub(crate) vmotions_held: bool,
 }
 
 impl std::fmt::Debug for Concentrator {
@@ -181,6 +183,7 @@ impl Concentrator {
             counters: Counters::default(),
             next_client: 1,
             shutting_down: false,
+            vmotions_held: false,
         }
     }
 
@@ -389,6 +392,27 @@ impl Concentrator {
         }
     }
 
+    /// While `held`, every VMOTION-BEGIN is answered NOTNOW (the VM stays where it is and its
+    /// host tries later), whatever [`ConcentratorConfig::allow_vmotion`] says: the driver
+    /// holds vMotions while it cannot publish where a destination must be carried (the
+    /// shared state is unreachable). vMotions already under way are not affected.
+    pub fn hold_vmotions(&mut self, held: bool) {
+        self.vmotions_held = held;
+    }
+
+    /// Closes VM entry `vm`'s live connection once what is queued for it is written; the
+    /// entry stays, as when the VM closes it (its clients are told, it lingers for a
+    /// reconnect). The driver's decision: e.g. another concentrator holds this VM port now
+    /// and this connection is stale. Nothing for an entry without a connection.
+    pub fn close_vm(&mut self, vm: VmId) {
+        if let Some(conn) = self.vm_connection(vm) {
+            if !self.endpoint.wants_close(conn) {
+                self.endpoint.close(conn);
+                self.wakeups.push_back(Wakeup::Vm(conn));
+            }
+        }
+    }
+
     /// Graceful shutdown: no new connections, every client told and closed, every VM
     /// connection closed once what is queued for it is written.
     pub fn shutdown(&mut self) {
@@ -581,7 +605,7 @@ impl Concentrator {
                         .vm_of(conn)
                         .and_then(|vm| self.registry.get(vm))
                         .is_some_and(|e| e.flagged.is_none() && e.active == Some(conn));
-                    let allow = self.config.allow_vmotion && trusted;
+                    let allow = self.config.allow_vmotion && !self.vmotions_held && trusted;
                     self.endpoint.answer_begin(now, conn, allow);
                 }
                 // The endpoint answers PEER itself (`Answer::Automatic`): only the secret

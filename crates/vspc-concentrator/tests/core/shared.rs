@@ -91,3 +91,57 @@ fn a_peer_for_a_key_held_elsewhere_is_reported_then_refused_or_handed_off() {
     }
     assert!(h.core.vms(VmId(0), 10).is_empty());
 }
+
+#[test]
+fn held_vmotions_are_answered_notnow_until_released() {
+    let mut h = Harness::new(shared_config());
+    let i = h.add_numbered_vm(1);
+    let source = h.session(i);
+    h.take_events();
+    h.core.hold_vmotions(true);
+    assert!(h.vmotion(i, VmotionPlan::new(&b"seq1"[..])));
+    assert_eq!(
+        steps(&h, VmId(1)),
+        [VmotionStep::NotNow(NotNowReason::Vetoed)]
+    );
+    assert!(h.vms[i]
+        .events
+        .contains(&EmulatorEvent::Vmotion(VmotionOutcome::Refused)));
+    // Nothing was offered for the shared state to publish, and the VM stays on its source.
+    assert!(!h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::HandoverOffered { .. })));
+    assert_eq!(h.session(i), source);
+
+    h.core.hold_vmotions(false);
+    assert!(h.vmotion(i, VmotionPlan::new(&b"seq2"[..])));
+    assert!(h
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::HandoverOffered { .. })));
+    assert_eq!(h.core.counters().vmotion_goahead, 1);
+}
+
+#[test]
+fn a_closed_vm_connection_leaves_its_entry_and_clients_for_a_reconnect() {
+    let mut h = Harness::new(shared_config());
+    let i = h.add_numbered_vm(1);
+    let a = select(&mut h, Transport::Raw, "vm-00001");
+    h.vm_send(i, b"before;");
+    h.take_events();
+    h.core.close_vm(VmId(1));
+    // Twice is once; an unknown entry is nothing.
+    h.core.close_vm(VmId(1));
+    h.core.close_vm(VmId(9));
+    h.run();
+    assert_eq!(h.take_events(), [Event::VmDisconnected { vm: VmId(1) }]);
+    assert!(h.emu(i).current_conn().is_none());
+    assert_eq!(h.core.vm(VmId(1)).unwrap().state, VmState::Disconnected);
+    assert_eq!(h.core.open_vm_connections(), 0);
+    // The client stays attached and sees the VM again when it reconnects.
+    assert!(h.set_connected(i, true));
+    h.vm_send(i, b"after");
+    assert_eq!(h.take_data(a), b"before;after");
+    assert_eq!(h.core.counters().reattached, 1);
+}
