@@ -1,5 +1,6 @@
-//! The admin listener: `GET /vms` (JSON listing) and `GET /metrics` (Prometheus text),
-//! rendered from the core's typed snapshots and counters.
+//! The admin listener: `GET /vms` (JSON listing), `GET /metrics` (Prometheus text), rendered
+//! from the core's typed snapshots and counters, and `GET /site` (with a shared state: every
+//! VM port of the site and the instance holding it, as the store has it).
 //!
 //! A deliberately small HTTP/1.1 responder: one request per connection, GET only, bounded
 //! request head, bounded time. It is unauthenticated: keep it on loopback.
@@ -45,7 +46,24 @@ pub(crate) async fn serve_admin(shared: Arc<Shared>, mut stream: TcpStream) {
                 let text = metrics(&shared.lock());
                 ("200 OK", "text/plain; version=0.0.4", text)
             }
-            ("GET", _) => ("404 Not Found", "text/plain", "try /vms or /metrics\n".to_owned()),
+            ("GET", "/site") => {
+                let state = shared.lock().shared_state();
+                match state {
+                    None => ("404 Not Found", "text/plain", "no shared state: this instance is alone\n".to_owned()),
+                    Some(state) => match state.site().await {
+                        Ok(site) => {
+                            let body = serde_json::to_string_pretty(&site_json(&site)).unwrap_or_default();
+                            ("200 OK", "application/json", body + "\n")
+                        }
+                        Err(error) => ("503 Service Unavailable", "text/plain", format!("{error}\n")),
+                    },
+                }
+            }
+            ("GET", _) => (
+                "404 Not Found",
+                "text/plain",
+                "try /vms, /metrics or /site\n".to_owned(),
+            ),
             _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
         };
         let response = format!(
@@ -111,8 +129,28 @@ fn vm_json(hub: &Hub, vm: &VmSnapshot) -> Value {
         "bytes_to_vm": vm.bytes_to_vm,
         "sticky_port": hub.sticky.get(&vm.id).map(|s| s.addr.to_string()),
         "log": hub.log_path(vm.id),
+        "owner": hub.owners.as_ref().map_or_else(|| "unshared".to_owned(), |o| o.label(vm.id)),
         "vmotions": vmotions,
     })
+}
+
+/// The site's directory: every held VM port, sorted by name, with its instance.
+fn site_json(site: &[crate::SiteVm]) -> Value {
+    let mut ports: Vec<&crate::SiteVm> = site.iter().collect();
+    ports.sort_by(|a, b| (&a.port.name, &a.port.uuid).cmp(&(&b.port.name, &b.port.uuid)));
+    let vms: Vec<Value> = ports
+        .into_iter()
+        .map(|vm| {
+            json!({
+                "name": vm.port.name,
+                "vc_uuid": vm.port.uuid,
+                "service_uri": vm.port.service_uri,
+                "instance": vm.instance.id,
+                "link": vm.instance.link.to_string(),
+            })
+        })
+        .collect();
+    json!({ "vms": vms })
 }
 
 /// Every VM entry in id order, each rendered by `render` under the lock that read it, taken
@@ -219,6 +257,33 @@ pub(crate) fn metrics(hub: &Hub) -> String {
             ("{event=\"unshared\"}", cluster.unshared),
         ],
     );
+    if let Some(owners) = &hub.owners {
+        let (held, elsewhere) = owners.counts();
+        metric(
+            "vspc_ports_held",
+            "gauge",
+            "VM ports whose lease this instance holds (it writes their console logs).",
+            &[("", gauge(held))],
+        );
+        metric(
+            "vspc_ports_held_elsewhere",
+            "gauge",
+            "VM ports served here whose lease another instance holds (duplicates, not logged).",
+            &[("", gauge(elsewhere))],
+        );
+        metric(
+            "vspc_store_errors_total",
+            "counter",
+            "Calls to the shared state that failed (leases, releases).",
+            &[("", owners.errors)],
+        );
+        metric(
+            "vspc_lease_renewals_total",
+            "counter",
+            "Renewals of every held VM port that the shared state answered.",
+            &[("", owners.renewals)],
+        );
+    }
     metric(
         "vspc_log_lines_suppressed_total",
         "counter",

@@ -60,18 +60,69 @@ pub struct ServerConfig {
     pub ssh: SshConfig,
 }
 
-/// Concentrators that behave as one: where they share vMotions.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Concentrators that behave as one: where they share vMotions and the directory of VM
+/// ports (see `docs/cluster.md`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Redis or Valkey (`redis://host:port/db`) holding the instances' vMotion handover
-    /// records. Unset (the default): this instance answers every PEER itself.
+    /// records and leases. Unset (the default): this instance answers every PEER itself.
     pub redis_url: Option<String>,
     /// Prefix of this site's keys in the store.
     pub prefix: Option<String>,
     /// This instance's VM listener as the other instances reach it (default: the first VM
     /// listener's bound address).
     pub advertise: Option<SocketAddr>,
+    /// This instance's name in the site, unique among the instances (default: the host name
+    /// and the advertised VM address, `host@addr`). The leases of its VM ports are held
+    /// under it: an instance restarted under the same name takes its lapsed ports back like
+    /// any other.
+    pub instance: Option<String>,
+    /// How long a VM port's lease lasts without renewal, in milliseconds (default 10000);
+    /// it is renewed every third of that. The longest a dead instance's VMs wait before
+    /// another instance holds them, and how long a store outage may last before the leases
+    /// lapse.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            prefix: None,
+            advertise: None,
+            instance: None,
+            lease_ms: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The longest and shortest lease: a lease shorter than the store's round trips is
+    /// lost between renewals.
+    const LEASE_MS: std::ops::RangeInclusive<u64> = 300..=3_600_000;
+
+    /// The lease of a VM port.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// Checks what serde cannot.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !Self::LEASE_MS.contains(&self.lease_ms) {
+            return invalid("cluster.lease_ms must be 300..=3600000");
+        }
+        // The name goes into the store's key names, log lines and the listing.
+        if self.instance.as_ref().is_some_and(|id| {
+            id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic())
+        }) {
+            return invalid(
+                "cluster.instance must be 1..=128 printable ASCII characters, no spaces",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The web console: a page listing the VM ports and a terminal per VM over a WebSocket.
@@ -414,6 +465,7 @@ impl ServerConfig {
         if self.log.name.contains('/') || self.log.name.contains("..") {
             return invalid("log.name must be a file name, not a path");
         }
+        self.cluster.validate()?;
         if self.ssh.listen.is_some() && !cfg!(feature = "ssh") {
             return invalid("ssh.listen is set but vspc-server was built without its ssh feature");
         }
@@ -468,6 +520,28 @@ mod tests {
         assert!(config.client.sticky_ports);
         assert_eq!(config.client.listen.port(), 13371);
         assert!(ServerConfig::from_toml("[vm]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn cluster_lease_and_instance_are_checked() {
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.cluster.lease(), Duration::from_secs(10));
+        assert_eq!(defaults.cluster.instance, None);
+        let config =
+            ServerConfig::from_toml("[cluster]\ninstance = \"a-1\"\nlease_ms = 1000\n").unwrap();
+        assert_eq!(config.cluster.instance.as_deref(), Some("a-1"));
+        assert_eq!(config.cluster.lease(), Duration::from_secs(1));
+        assert!(config.validate().is_ok());
+        for bad in [
+            "lease_ms = 299",
+            "lease_ms = 3600001",
+            "instance = \"\"",
+            "instance = \"two words\"",
+            "instance = \"caf\u{e9}\"",
+        ] {
+            let config = ServerConfig::from_toml(&format!("[cluster]\n{bad}\n")).unwrap();
+            assert!(config.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use vspc_concentrator::{ClientId, Concentrator, DropReason, Event, VmId, VmTrans
 use vspc_proto::SessionId;
 
 use crate::audit::Audit;
-use crate::cluster::{digest, Cluster};
+use crate::cluster::{digest, Cluster, Gate, Ownership, SitePort, Work};
 use crate::config::ServerConfig;
 use crate::embed::{ConsoleChunk, VmEvent};
 use crate::logs::{file_name, ConsoleLog};
@@ -103,6 +103,8 @@ pub(crate) struct Hub {
     pub(crate) cluster_counts: ClusterCounts,
     /// Where client events are recorded.
     pub(crate) audit: Arc<Audit>,
+    /// With a shared state: this instance's VM ports and their leases.
+    pub(crate) owners: Option<Ownership>,
 }
 
 /// What sharing vMotions did, for the metrics.
@@ -148,11 +150,75 @@ impl Hub {
             handoffs: HashMap::new(),
             cluster_counts: ClusterCounts::default(),
             audit: Arc::new(Audit::none()),
+            owners: None,
         }
     }
 
-    pub(crate) fn set_cluster(&mut self, cluster: Cluster, shared: Weak<Shared>) {
+    pub(crate) fn set_cluster(
+        &mut self,
+        cluster: Cluster,
+        owners: Ownership,
+        shared: Weak<Shared>,
+    ) {
         self.cluster = Some((cluster, shared));
+        self.owners = Some(owners);
+    }
+
+    /// The shared state, with a cluster.
+    pub(crate) fn shared_state(&self) -> Option<Arc<dyn crate::SharedState>> {
+        self.cluster.as_ref().map(|(c, _)| c.state.clone())
+    }
+
+    /// Entry `vm` has a live connection: its port joins this instance's leases (not a
+    /// duplicate flagged within this instance: the first connection holds the port).
+    fn port_connected(&mut self, vm: VmId) {
+        let Some(owners) = self.owners.as_mut() else {
+            return;
+        };
+        if let Some(info) = self.core.vm(vm).filter(|v| v.flagged.is_none()) {
+            owners.connected(
+                vm,
+                SitePort {
+                    uuid: info.vc_uuid,
+                    service_uri: info.service_uri,
+                    name: info.name,
+                },
+            );
+        }
+    }
+
+    /// The lease task's next round (`None` once the cluster is gone).
+    pub(crate) fn lease_work(&mut self, renewal: bool) -> Option<Work> {
+        self.owners.as_mut().map(|o| o.work(renewal))
+    }
+
+    /// A store call of the lease task failed.
+    pub(crate) fn lease_error(&mut self) {
+        if let Some(owners) = self.owners.as_mut() {
+            owners.errors += 1;
+        }
+    }
+
+    /// Applies a round's answers: output kept for the ports now held is logged, stale
+    /// connections are closed, and vMotions are answered NOTNOW while the store is away.
+    pub(crate) fn lease_settle(
+        &mut self,
+        work: Work,
+        answers: Option<Result<Vec<crate::Holding>, crate::SharedStateError>>,
+    ) {
+        let Some(owners) = self.owners.as_mut() else {
+            return;
+        };
+        let settled = owners.settle(work, answers);
+        let store_up = owners.store_up();
+        self.core.hold_vmotions(!store_up);
+        for (vm, bytes) in settled.logs {
+            self.log_write(vm, &bytes);
+        }
+        for (vm, _) in settled.stale {
+            self.core.close_vm(vm);
+        }
+        self.settle();
     }
 
     /// Whether vMotions are shared with other instances.
@@ -307,6 +373,9 @@ impl Hub {
                         flagged: flagged.is_some(),
                     });
                 }
+                if flagged.is_none() {
+                    self.port_connected(vm);
+                }
                 if let Some(tx) = &self.sticky_tx {
                     // Never blocks under the lock; a full queue means a connect storm: that
                     // entry goes without a sticky port (the menu serves).
@@ -324,6 +393,7 @@ impl Hub {
                     session = conn.0,
                     "VM reconnected: re-attached to its entry (clients, log, scrollback kept)"
                 );
+                self.port_connected(vm);
                 self.publish(VmEvent::Reconnected { vm });
             }
             Event::VmRenamed { vm } => {
@@ -345,6 +415,9 @@ impl Hub {
             }
             Event::VmDisconnected { vm } => {
                 tracing::info!(vm = vm.0, "VM disconnected; entry kept for a reconnect");
+                if let Some(owners) = self.owners.as_mut() {
+                    owners.gone(vm);
+                }
                 // A lingering entry holds no descriptor: the log reopens if the VM returns.
                 if let Some(log) = self.logs.get_mut(&vm) {
                     log.reopen();
@@ -354,6 +427,9 @@ impl Hub {
             }
             Event::VmRemoved { vm } => {
                 tracing::info!(vm = vm.0, "VM entry removed");
+                if let Some(owners) = self.owners.as_mut() {
+                    owners.gone(vm);
+                }
                 if let Some(sticky) = self.sticky.remove(&vm) {
                     sticky.task.abort();
                 }
@@ -411,7 +487,10 @@ impl Hub {
                         if let Err(error) = state.offer(&digest(&key), owner, ttl).await {
                             tracing::warn!(%error, "vMotion not shared: a destination reaching another instance will be refused");
                             if let Some(shared) = shared.and_then(|s| s.upgrade()) {
-                                shared.lock().cluster_counts.unshared += 1;
+                                let mut hub = shared.lock();
+                                hub.cluster_counts.unshared += 1;
+                                // Until a renewal reaches the store again, no more GOAHEADs.
+                                hub.core.hold_vmotions(true);
                             }
                         }
                     });
@@ -487,6 +566,32 @@ impl Hub {
     }
 
     fn console(&mut self, vm: VmId, bytes: Bytes) {
+        if self.config.log.dir.is_some() {
+            // Only the instance holding the port writes its log.
+            match self.owners.as_mut().map(|o| o.gate(vm, &bytes)) {
+                None | Some(Gate::Write(None)) => self.log_write(vm, &bytes),
+                Some(Gate::Write(Some(earlier))) => {
+                    self.log_write(vm, &earlier);
+                    self.log_write(vm, &bytes);
+                }
+                Some(Gate::Kept | Gate::Skip) => {}
+            }
+        }
+        if !self.console_subs.is_empty() {
+            self.console_subs.retain(|(filter, tx)| {
+                filter.is_some_and(|f| f != vm)
+                    || tx
+                        .try_send(ConsoleChunk {
+                            vm,
+                            bytes: bytes.clone(),
+                        })
+                        .is_ok()
+            });
+        }
+    }
+
+    /// Appends to entry `vm`'s console log (opened on first use).
+    fn log_write(&mut self, vm: VmId, bytes: &[u8]) {
         if let Some(dir) = &self.config.log.dir {
             let log = match self.logs.get_mut(&vm) {
                 Some(log) => log,
@@ -517,19 +622,8 @@ impl Hub {
                     self.logs.entry(vm).or_insert_with(|| ConsoleLog::new(path))
                 }
             };
-            log.write(&bytes);
+            log.write(bytes);
             self.unflushed.insert(vm);
-        }
-        if !self.console_subs.is_empty() {
-            self.console_subs.retain(|(filter, tx)| {
-                filter.is_some_and(|f| f != vm)
-                    || tx
-                        .try_send(ConsoleChunk {
-                            vm,
-                            bytes: bytes.clone(),
-                        })
-                        .is_ok()
-            });
         }
     }
 

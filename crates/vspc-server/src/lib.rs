@@ -294,16 +294,14 @@ impl Server {
             _ => None,
         };
 
+        // Bound first, served once the cluster is set: no VM connects before its port can
+        // join the leases.
+        let mut vm_listeners = Vec::new();
         let mut vm_addrs = Vec::new();
         for &addr in &config.vm.listen {
             let listener = bind(addr).await?;
             vm_addrs.push(local_addr(&listener, addr));
-            tasks.push(tokio::spawn(accept_vms(
-                shared.clone(),
-                listener,
-                None,
-                config.clone(),
-            )));
+            vm_listeners.push((listener, None));
         }
         let mut tls_addrs = Vec::new();
         let mut proxy_uris = Vec::new();
@@ -313,29 +311,20 @@ impl Server {
                 let bound = local_addr(&listener, addr);
                 tls_addrs.push(bound);
                 proxy_uris.push(format!("telnets://{bound}#thumbprint={}", tls.thumbprint));
-                tasks.push(tokio::spawn(accept_vms(
-                    shared.clone(),
-                    listener,
-                    Some(tls.acceptor.clone()),
-                    config.clone(),
-                )));
+                vm_listeners.push((listener, Some(tls.acceptor.clone())));
             }
         }
 
         if let Some(state) = state {
-            let advertise = config
-                .cluster
-                .advertise
-                .or_else(|| vm_addrs.first().copied())
-                .ok_or_else(|| {
-                    ServerError::Config(ConfigError::Invalid(
-                        "cluster needs a plain VM listener or cluster.advertise".into(),
-                    ))
-                })?;
-            shared.lock().set_cluster(
-                cluster::Cluster { state, advertise },
-                Arc::downgrade(&shared),
-            );
+            tasks.push(start_cluster(&shared, &config, state, &vm_addrs)?);
+        }
+        for (listener, tls) in vm_listeners {
+            tasks.push(tokio::spawn(accept_vms(
+                shared.clone(),
+                listener,
+                tls,
+                config.clone(),
+            )));
         }
 
         let listener = bind(config.client.listen).await?;
@@ -465,7 +454,62 @@ impl Server {
         for task in &self.tasks {
             task.abort();
         }
+        release_all(&self.shared).await;
         tracing::info!("shut down");
+    }
+}
+
+/// Shares vMotions and the directory through `state`: this instance's name and address,
+/// and the task that holds its VM ports' leases.
+fn start_cluster(
+    shared: &Arc<Shared>,
+    config: &ServerConfig,
+    state: Arc<dyn SharedState>,
+    vm_addrs: &[SocketAddr],
+) -> Result<JoinHandle<()>, ServerError> {
+    let advertise = config
+        .cluster
+        .advertise
+        .or_else(|| vm_addrs.first().copied())
+        .ok_or_else(|| {
+            ServerError::Config(ConfigError::Invalid(
+                "cluster needs a plain VM listener or cluster.advertise".into(),
+            ))
+        })?;
+    let me = Instance {
+        id: config
+            .cluster
+            .instance
+            .clone()
+            .unwrap_or_else(|| cluster::default_instance(advertise)),
+        link: advertise,
+    };
+    tracing::info!(instance = %me.id, lease_ms = config.cluster.lease_ms, "sharing vMotions and VM port leases");
+    let owners = cluster::Ownership::new(me, config.cluster.lease());
+    let task = owners.task(shared.clone(), state.clone());
+    shared.lock().set_cluster(
+        cluster::Cluster { state, advertise },
+        owners,
+        Arc::downgrade(shared),
+    );
+    Ok(tokio::spawn(task))
+}
+
+/// At shutdown, gives up the leases this instance holds: the others may take its VMs at
+/// once rather than when the leases lapse. Bounded: a store that does not answer is left.
+async fn release_all(shared: &Shared) {
+    let held = {
+        let hub = shared.lock();
+        hub.shared_state()
+            .zip(hub.owners.as_ref())
+            .map(|(state, o)| (state, o.me().id.clone(), o.held_ports()))
+    };
+    if let Some((state, me, ports)) = held.filter(|(_, _, ports)| !ports.is_empty()) {
+        let released =
+            tokio::time::timeout(Duration::from_secs(2), state.release(&me, &ports)).await;
+        if !matches!(released, Ok(Ok(()))) {
+            tracing::warn!("VM port leases not released at shutdown: they lapse by themselves");
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 //! Without one (the default), every PEER is answered where it arrives.
 
 mod carry;
+mod lease;
 mod memory;
 mod redis;
 
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub(crate) use carry::{carry, MAX_REPLAY};
+pub(crate) use lease::{default_instance, Gate, Ownership, Work};
 pub use memory::MemoryState;
 pub use redis::RedisState;
 
