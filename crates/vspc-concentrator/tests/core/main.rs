@@ -71,6 +71,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// VM `i` (entry 1) starts a vMotion and is answered NOTNOW: it stays on its source.
+fn vmotion_refused_with_notnow(h: &mut Harness, i: usize) {
+    assert!(h.vmotion(i, VmotionPlan::new(&b"seq1"[..])));
+    assert_eq!(
+        steps(h, VmId(1)),
+        [VmotionStep::NotNow(NotNowReason::Vetoed)]
+    );
+    assert!(h.vms[i]
+        .events
+        .contains(&EmulatorEvent::Vmotion(VmotionOutcome::Refused)));
+}
+
 fn steps(h: &Harness, vm: VmId) -> Vec<VmotionStep> {
     h.events
         .iter()

@@ -99,14 +99,7 @@ fn held_vmotions_are_answered_notnow_until_released() {
     let source = h.session(i);
     h.take_events();
     h.core.hold_vmotions(true);
-    assert!(h.vmotion(i, VmotionPlan::new(&b"seq1"[..])));
-    assert_eq!(
-        steps(&h, VmId(1)),
-        [VmotionStep::NotNow(NotNowReason::Vetoed)]
-    );
-    assert!(h.vms[i]
-        .events
-        .contains(&EmulatorEvent::Vmotion(VmotionOutcome::Refused)));
+    vmotion_refused_with_notnow(&mut h, i);
     // Nothing was offered for the shared state to publish, and the VM stays on its source.
     assert!(!h
         .take_events()

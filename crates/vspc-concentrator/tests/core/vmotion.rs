@@ -157,14 +157,7 @@ fn vmotion_refused_with_notnow_when_disallowed() {
     let i = h.add_numbered_vm(1);
     let a = select(&mut h, Transport::Raw, "vm-00001");
     let source = h.session(i);
-    assert!(h.vmotion(i, VmotionPlan::new(&b"seq1"[..])));
-    assert_eq!(
-        steps(&h, VmId(1)),
-        [VmotionStep::NotNow(NotNowReason::Vetoed)]
-    );
-    assert!(h.vms[i]
-        .events
-        .contains(&EmulatorEvent::Vmotion(VmotionOutcome::Refused)));
+    vmotion_refused_with_notnow(&mut h, i);
     assert_eq!(h.core.counters().vmotion_notnow, 1);
     // Nothing is held: input goes straight to the VM, which stays on its source.
     h.type_data(a, b"now");
