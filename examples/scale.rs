@@ -25,29 +25,22 @@
 // A load generator timing the proxy: reading the clock is its job.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::task::JoinHandle;
-use vspc_emulator::driver::{self, EventKind, Spawner, Target};
-use vspc_emulator::{
-    EmulatorConfig, EmulatorEvent, Pattern, VmIdentity, VmotionOutcome, VmotionPlan,
-};
-use vspc_proto::vspc_telnet::{encode_data, option, Policy, Telnet, TelnetConfig, TelnetEvent};
-
-/// Every wait is bounded by this.
-const WAIT: Duration = Duration::from_secs(60);
+use support::fleet::{attach, fleet_config, target, verify, Fleet, Motion, Typist};
+use support::proxy::{metric, percentile, rss, spawn_proxy, ProxyProc};
+use support::WAIT;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, Semaphore};
+use vspc_emulator::driver::{self, EventKind, Spawner};
+use vspc_emulator::{EmulatorEvent, VmIdentity};
+use vspc_proto::vspc_telnet::TelnetEvent;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,376 +78,6 @@ struct Cli {
     /// The proxy's log filter.
     #[arg(long, default_value = "warn")]
     proxy_log: String,
-}
-
-// ----- the proxy process -----
-
-struct ProxyProc {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    vm: SocketAddr,
-    client: SocketAddr,
-    admin: SocketAddr,
-    config: PathBuf,
-}
-
-impl Drop for ProxyProc {
-    fn drop(&mut self) {
-        // SIGTERM first (a graceful shutdown, which profilers wrapping the proxy need), then
-        // SIGKILL after a bounded wait.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
-fn spawn_proxy(cli: &Cli) -> Result<ProxyProc, String> {
-    let path = match &cli.proxy {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("proxy"),
-    };
-    let config = std::env::temp_dir().join(format!("vspc-scale-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        "[vm]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 100000\n\
-         [client]\nlisten = \"127.0.0.1:0\"\nmax_clients = 10000\noutput_budget = 33554432\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .map_err(|e| e.to_string())?;
-    let mut child = Command::new(&path)
-        .arg("--config")
-        .arg(&config)
-        .arg("--log-level")
-        .arg(&cli.proxy_log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run {} ({e}); build it first: cargo build --release --examples",
-                path.display()
-            )
-        })?;
-    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    let (mut vm, mut client, mut admin) = (None, None, None);
-    for _ in 0..20 {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            break;
-        }
-        let mut words = line.split_whitespace();
-        let addr = |w: Option<&str>, prefix: &str, suffix: &str| {
-            w.and_then(|w| w.strip_prefix(prefix))
-                .map(|w| w.split(suffix).next().unwrap_or(w))
-                .and_then(|w| w.parse::<SocketAddr>().ok())
-        };
-        match words.next() {
-            Some("vm") => vm = vm.or(addr(words.next(), "telnet://", " ")),
-            Some("clients") => client = addr(words.nth(1), "", " "),
-            Some("admin") => admin = addr(words.next(), "http://", "/"),
-            _ => {}
-        }
-        if vm.is_some() && client.is_some() && admin.is_some() {
-            break;
-        }
-    }
-    match (vm, client, admin) {
-        (Some(vm), Some(client), Some(admin)) => Ok(ProxyProc {
-            child,
-            _stdout: stdout,
-            vm,
-            client,
-            admin,
-            config,
-        }),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err("the proxy did not print its addresses".into())
-        }
-    }
-}
-
-/// The proxy's resident set, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// One value of the proxy's Prometheus metrics.
-async fn metric(admin: SocketAddr, name: &str) -> Option<u64> {
-    let fetch = async {
-        let mut stream = TcpStream::connect(admin).await.ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .ok()
-        .flatten()
-}
-
-// ----- the fleet -----
-
-#[derive(Debug, Clone, Copy)]
-struct Motion {
-    /// The vMotion command to GOAHEAD read.
-    goahead: Option<Duration>,
-    completed: bool,
-}
-
-fn fleet_config(n: u64) -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(VmIdentity::numbered(n));
-    config.port.com_port_delay = None;
-    config.max_recorded = 16;
-    config.client_pattern = Some(Pattern::Noise { seed: n });
-    config
-}
-
-/// The target of the bench's VMs: each connects from a loopback address of its own (with
-/// 20,000 connections from one address, the kernel's search for a free ephemeral port took
-/// 30% of the load generator's CPU and bounded vMotions/s).
-fn target(addr: SocketAddr, connecting: usize) -> Target {
-    let uri = format!("telnet://{addr}")
-        .parse()
-        .expect("a telnet proxyURI");
-    Target::builder(uri)
-        .max_connecting(connecting)
-        .loopback_sources(true)
-        .connect_timeout(WAIT)
-        .build()
-        .expect("a telnet target")
-}
-
-/// A vMotion someone waits for: when it was commanded, its GOAHEAD latency, the answer.
-type Waiter = (Instant, Option<Duration>, oneshot::Sender<Motion>);
-
-/// VMs on the emulator's driver, numbered from `first`; one task routes their events.
-struct Fleet {
-    first: u64,
-    vms: driver::Fleet,
-    waiters: Arc<Mutex<HashMap<u64, Waiter>>>,
-    dispatch: JoinHandle<()>,
-}
-
-impl Fleet {
-    /// Starts VMs `first..first + count`; returns once all have been answered WILL-PROXY
-    /// (bounded).
-    async fn start(first: u64, count: u64, addr: SocketAddr, connecting: usize) -> Fleet {
-        let (tx, mut events) = mpsc::channel(driver::FLEET_EVENTS);
-        let spawner = Spawner::new(target(addr, connecting))
-            .events(tx)
-            .without_client_data();
-        let vms = (first..first + count)
-            .map(|n| spawner.spawn(n, fleet_config(n)))
-            .collect();
-        drop(spawner);
-        let waiters: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
-        let (identified_tx, mut identified) = mpsc::unbounded_channel();
-        let routes = waiters.clone();
-        let dispatch = tokio::spawn(async move {
-            let mut announced = std::collections::HashSet::new();
-            while let Some(event) = events.recv().await {
-                match event.kind {
-                    EventKind::Emulator(EmulatorEvent::ProxyAnswered {
-                        accepted: true, ..
-                    }) if announced.insert(event.vm) => {
-                        let _ = identified_tx.send(event.vm);
-                    }
-                    EventKind::VmotionGoahead { .. } => {
-                        if let Some((begun, goahead, _)) = routes.lock().unwrap().get_mut(&event.vm)
-                        {
-                            *goahead = Some(event.at.saturating_duration_since(*begun));
-                        }
-                    }
-                    EventKind::Emulator(EmulatorEvent::Vmotion(outcome)) => {
-                        if let Some((_, goahead, answer)) = routes.lock().unwrap().remove(&event.vm)
-                        {
-                            let completed = matches!(outcome, VmotionOutcome::Completed { .. });
-                            let _ = answer.send(Motion { goahead, completed });
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut seen = 0;
-        while seen < count {
-            match tokio::time::timeout_at(deadline, identified.recv()).await {
-                Ok(Some(_)) => seen += 1,
-                _ => break,
-            }
-        }
-        Fleet {
-            first,
-            vms,
-            waiters,
-            dispatch,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.vms.vms().len()
-    }
-
-    async fn vmotion(&self, at: usize, sequence: u32) -> Motion {
-        let failed = Motion {
-            goahead: None,
-            completed: false,
-        };
-        let Some(vm) = self.vms.vms().get(at) else {
-            return failed;
-        };
-        let (tx, rx) = oneshot::channel();
-        let n = self.first + at as u64;
-        self.waiters
-            .lock()
-            .unwrap()
-            .insert(n, (Instant::now(), None, tx));
-        let plan = VmotionPlan::new(Bytes::copy_from_slice(&sequence.to_be_bytes()));
-        if vm.vmotion(plan).is_err() {
-            self.waiters.lock().unwrap().remove(&n);
-            return failed;
-        }
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(failed)
-    }
-
-    /// Client bytes VM `at` received, and whether they all matched its pattern.
-    fn received(&self, at: usize) -> (u64, bool) {
-        self.vms.vms().get(at).map_or((0, false), |vm| {
-            let report = vm.report();
-            (report.client_received, report.client_mismatches == 0)
-        })
-    }
-
-    /// Powers every VM off; returns the errors they saw.
-    async fn stop(self) -> u64 {
-        let report = tokio::time::timeout(WAIT, self.vms.stop()).await;
-        self.dispatch.abort();
-        report.map_or(1, |report| report.errors)
-    }
-}
-
-// ----- clients -----
-
-fn client_telnet() -> Telnet {
-    let policy = Policy::new()
-        .accept_both(option::BINARY)
-        .accept_both(option::SGA)
-        .accept_remote(option::ECHO);
-    Telnet::new(TelnetConfig {
-        policy,
-        ..TelnetConfig::default()
-    })
-}
-
-/// A client attached to VM `name`: the socket, its telnet state, and the data that followed
-/// the attach banner.
-async fn attach(addr: SocketAddr, name: &str) -> Option<(TcpStream, Telnet, Vec<u8>)> {
-    let run = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream.set_nodelay(true).ok()?;
-        let mut telnet = client_telnet();
-        stream
-            .write_all(format!("{name}\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut data = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let len = stream.read(&mut buf).await.ok()?;
-            if len == 0 {
-                return None;
-            }
-            let mut input = &buf[..len];
-            while let Some(event) = telnet.next_event(&mut input) {
-                if let TelnetEvent::Data(bytes) = event {
-                    data.extend_from_slice(bytes);
-                }
-            }
-            if let Some(reply) = telnet.poll_transmit() {
-                stream.write_all(&reply).await.ok()?;
-            }
-            if let Some(at) = data.windows(4).position(|w| w == b")]\r\n") {
-                if !data[..at].ends_with(b"(rw") {
-                    return None;
-                }
-                return Some((stream, telnet, data.split_off(at + 4)));
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// A client typing the pattern of VM `n` (its reads drained in the background).
-struct Typist {
-    writer: tokio::net::tcp::OwnedWriteHalf,
-    pattern: Pattern,
-    sent: u64,
-    drain: JoinHandle<()>,
-}
-
-impl Typist {
-    async fn new(addr: SocketAddr, n: u64) -> Option<Typist> {
-        let (stream, _, _) = attach(addr, &VmIdentity::numbered(n).name).await?;
-        let (mut reader, writer) = stream.into_split();
-        let drain = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            while matches!(reader.read(&mut buf).await, Ok(len) if len > 0) {}
-        });
-        Some(Typist {
-            writer,
-            pattern: Pattern::Noise { seed: n },
-            sent: 0,
-            drain,
-        })
-    }
-
-    async fn type_chunk(&mut self, len: usize) -> bool {
-        let mut raw = Vec::with_capacity(len);
-        self.pattern.extend(self.sent, len, &mut raw);
-        let mut wire = Vec::with_capacity(len * 2);
-        encode_data(&raw, true, &mut wire);
-        self.sent += len as u64;
-        self.writer.write_all(&wire).await.is_ok()
-    }
-}
-
-impl Drop for Typist {
-    fn drop(&mut self) {
-        self.drain.abort();
-    }
 }
 
 // ----- the stream -----
@@ -602,14 +225,6 @@ struct Row {
     errors: u64,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let at = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[at].as_secs_f64() * 1e3
-}
-
 /// VMs that only sample GOAHEAD (one vMotion at a time, spread over them), on a runtime of
 /// their own thread: the wake-up of the VM that reads GOAHEAD then never waits behind the
 /// fleet's 10,000 tasks or the burst's (p50 idle 0.055-0.07 -> 0.045-0.063 ms).
@@ -653,7 +268,8 @@ async fn sample_goahead(
         if let Motion {
             goahead: Some(latency),
             completed: true,
-        } = fleet.vmotion(at, *seq).await
+            ..
+        } = fleet.vmotion(at, *seq, None).await
         {
             samples.push(latency);
         }
@@ -663,8 +279,8 @@ async fn sample_goahead(
 }
 
 async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
-    let proxy = spawn_proxy(cli)?;
-    let pid = proxy.child.id();
+    let proxy = spawn_proxy(cli.proxy.as_deref(), &cli.proxy_log, "")?;
+    let pid = proxy.pid();
     let mut row = Row {
         vms: n,
         ..Row::default()
@@ -794,10 +410,10 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     let mut typists = Vec::new();
     for vm in 0..typists_wanted {
         if let Some(typist) = Typist::new(proxy.client, vm).await {
-            typists.push(typist);
+            typists.push((vm as usize, typist));
         }
     }
-    for typist in &mut typists {
+    for (_, typist) in &mut typists {
         typist.type_chunk(1000).await;
     }
     let start = Instant::now();
@@ -809,10 +425,10 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
         let (fleet, in_flight) = (fleet.clone(), in_flight.clone());
         motions.push(tokio::spawn(async move {
             let _permit = in_flight.acquire_owned().await;
-            fleet.vmotion(at, 1 << 30).await
+            fleet.vmotion(at, 1 << 30, None).await
         }));
     }
-    for typist in &mut typists {
+    for (_, typist) in &mut typists {
         typist.type_chunk(1000).await;
     }
     let mut completed = 0;
@@ -829,25 +445,10 @@ async fn run_size(cli: &Cli, n: u64) -> Result<Row, String> {
     }
     row.vmotions_per_sec = completed as f64 / start.elapsed().as_secs_f64();
     row.vmotions_completed = completed;
-    for typist in &mut typists {
+    for (_, typist) in &mut typists {
         typist.type_chunk(1000).await;
     }
-    let (mut exact, mut lost) = (0, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for (vm, typist) in typists.iter().enumerate() {
-        loop {
-            let (received, ok) = fleet.received(vm);
-            if received >= typist.sent || !ok || Instant::now() > deadline {
-                if received == typist.sent && ok {
-                    exact += 1;
-                } else {
-                    lost += typist.sent.saturating_sub(received);
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    let (exact, lost) = verify(&fleet, &typists).await;
     row.verified = format!("{exact}/{} exact, {lost} B lost", typists_wanted);
     drop(typists);
 
