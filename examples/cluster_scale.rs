@@ -58,10 +58,7 @@ const PHASE: Duration = Duration::from_secs(600);
 const NOFILE: u64 = 65_536;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cluster_scale",
-    about = "Scale benchmark of vSPC concentrator instances sharing vMotions through Redis"
-)]
+#[command(about = "Scale benchmark of vSPC concentrator instances sharing vMotions through Redis")]
 struct Cli {
     /// Instances sharing one Redis.
     #[arg(long, default_value_t = 4)]
@@ -173,15 +170,24 @@ impl Timings {
 /// What a worker did in the vMotion phase.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Moved {
-    completed: u64,
     failed: u64,
-    cross_completed: u64,
     /// From the first vMotion command to the last outcome.
     secs: f64,
+    /// Of the completed vMotions (one handover each).
     timings: Timings,
     typists: u64,
     exact: u64,
     lost: u64,
+}
+
+impl Moved {
+    fn completed(&self) -> u64 {
+        (self.timings.local.len() + self.timings.cross.len()) as u64
+    }
+
+    fn cross_completed(&self) -> u64 {
+        self.timings.cross.len() as u64
+    }
 }
 
 /// A worker's answer to a command, one JSON line on its stdout.
@@ -277,8 +283,6 @@ async fn worker(spec: WorkerSpec) -> Result<(), String> {
                 for motion in motions {
                     match motion.await {
                         Ok((cross, motion)) if motion.completed => {
-                            moved.completed += 1;
-                            moved.cross_completed += u64::from(cross);
                             moved.timings.add(cross, motion.goahead, motion.handover);
                         }
                         _ => moved.failed += 1,
@@ -503,9 +507,7 @@ async fn run(cli: &Cli, instances: usize, redis: Option<&Redis>) -> Result<Colum
     for reply in all(&mut workers, "vmotion").await? {
         if let Reply::Moved(moved) = reply {
             let sum = &mut column.moved;
-            sum.completed += moved.completed;
             sum.failed += moved.failed;
-            sum.cross_completed += moved.cross_completed;
             sum.typists += moved.typists;
             sum.exact += moved.exact;
             sum.lost += moved.lost;
@@ -543,10 +545,11 @@ async fn run(cli: &Cli, instances: usize, redis: Option<&Redis>) -> Result<Colum
             column.held, column.held_after
         ));
     }
-    if moved.failed > 0 || moved.completed < vms {
+    if moved.failed > 0 || moved.completed() < vms {
         problems.push(format!(
             "{} vMotions of {vms} completed, {} failed",
-            moved.completed, moved.failed
+            moved.completed(),
+            moved.failed
         ));
     }
     if moved.exact < moved.typists || moved.lost > 0 || moved.typists == 0 {
@@ -555,10 +558,11 @@ async fn run(cli: &Cli, instances: usize, redis: Option<&Redis>) -> Result<Colum
             moved.exact, moved.typists, moved.lost
         ));
     }
-    if redis.is_some() && column.carried != moved.cross_completed {
+    if redis.is_some() && column.carried != moved.cross_completed() {
         problems.push(format!(
             "the instances carried {} destinations, {} vMotions crossed",
-            column.carried, moved.cross_completed
+            column.carried,
+            moved.cross_completed()
         ));
     }
     column.problems = problems;
@@ -625,8 +629,8 @@ fn print_table(cli: &Cli, columns: &[Column]) {
             let m = &c.moved;
             format!(
                 "{:.0} ({}/{})",
-                m.completed as f64 / c.moved_secs,
-                m.completed,
+                m.completed() as f64 / c.moved_secs,
+                m.completed(),
                 c.vms
             )
         },
@@ -635,8 +639,8 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         let m = &c.moved;
         format!(
             "{:.0} ({})",
-            m.cross_completed as f64 / c.moved_secs,
-            m.cross_completed
+            m.cross_completed() as f64 / c.moved_secs,
+            m.cross_completed()
         )
     });
     line("  GOAHEAD p50/p99 ms", &|c| {
@@ -653,7 +657,7 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         format!("{}/{} exact, {} B lost", m.exact, m.typists, m.lost)
     });
     line("  Redis commands per vMotion", &|c| {
-        redis(&c.vmotion_calls, c.moved.completed.max(1) as f64)
+        redis(&c.vmotion_calls, c.moved.completed().max(1) as f64)
     });
     line("  destinations carried (metrics)", &|c| {
         c.carried.to_string()
