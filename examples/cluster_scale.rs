@@ -72,8 +72,9 @@ struct Cli {
     /// GOAHEAD/handover samples, one vMotion at a time (each run).
     #[arg(long, default_value_t = 400)]
     samples: usize,
-    /// vMotions in flight at once in the vMotion phase, over all workers.
-    #[arg(long, default_value_t = 2000)]
+    /// vMotions in flight at once in the vMotion phase, over all workers (more only queue in
+    /// the instances, past the store's bound on a command: docs/performance.md).
+    #[arg(long, default_value_t = 400)]
     vmotions_in_flight: usize,
     /// Connects in flight at once, over all workers.
     #[arg(long, default_value_t = 512)]
