@@ -700,6 +700,12 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if cli.instances == 0 || cli.vms_per_instance == 0 || cli.vms_per_worker == 0 {
+        eprintln!(
+            "cluster_scale: --instances, --vms-per-instance and --vms-per-worker must be > 0"
+        );
+        return ExitCode::FAILURE;
+    }
     raise_nofile();
     let mut columns = Vec::new();
     let redis = match Redis::start(&cli.redis_server).await {
