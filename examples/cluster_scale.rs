@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use redis::{delta, per, Calls, Redis};
+use redis::{delta, less, per, Calls, Redis};
 use serde::{Deserialize, Serialize};
 use support::fleet::{target, verify, Fleet, Typist};
 use support::proxy::{metric, percentile, rss, spawn_proxy, ProxyProc};
@@ -53,6 +53,10 @@ use vspc_emulator::driver::Target;
 
 /// How long a worker may take over one phase (a whole fleet's vMotions on a busy machine).
 const PHASE: Duration = Duration::from_secs(600);
+
+/// How long the instances' idle background is counted (lease renewals come every third of a
+/// lease, 10 s by default: a few rounds of each instance).
+const IDLE: Duration = Duration::from_secs(10);
 
 /// Descriptors each process may hold (raised to this when the process may).
 const NOFILE: u64 = 65_536;
@@ -381,14 +385,14 @@ struct Column {
     held: u64,
     handshakes_per_sec: f64,
     rss_per_vm: f64,
-    idle_calls: Option<Calls>,
-    idle_secs: f64,
+    /// Redis commands over a phase, and its seconds: idle, one at a time, all VMs.
+    idle_calls: Option<(Calls, f64)>,
     sampled: Timings,
-    sampled_calls: Option<Calls>,
+    sampled_calls: Option<(Calls, f64)>,
     moved: Moved,
     /// Seconds of the vMotion phase (the slowest worker's).
     moved_secs: f64,
-    vmotion_calls: Option<Calls>,
+    vmotion_calls: Option<(Calls, f64)>,
     carried: u64,
     /// The instances' other shared-vMotion counters over the run: unshared GOAHEADs, refused
     /// PEERs, PEERs refused for want of the store.
@@ -483,12 +487,11 @@ async fn run(cli: &Cli, instances: usize, redis: Option<&Redis>) -> Result<Colum
 
     eprintln!("  idle");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let idle_start = (Instant::now(), redis_calls(redis).await?);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = redis_calls(redis).await?;
+    tokio::time::sleep(IDLE).await;
     let rss1: u64 = proxies.iter().map(|p| rss(p.pid())).sum();
     column.rss_per_vm = rss1.saturating_sub(rss0) as f64 / vms as f64;
-    column.idle_secs = idle_start.0.elapsed().as_secs_f64();
-    column.idle_calls = delta_of(idle_start.1, redis).await?;
+    column.idle_calls = delta_of(before, redis).await?;
 
     eprintln!("  GOAHEAD and handover, one at a time");
     let each = cli.samples.div_ceil(workers.len());
@@ -570,16 +573,28 @@ async fn run(cli: &Cli, instances: usize, redis: Option<&Redis>) -> Result<Colum
     Ok(column)
 }
 
-async fn redis_calls(redis: Option<&Redis>) -> Result<Calls, String> {
-    match redis {
-        Some(redis) => redis.calls().await,
-        None => Ok(Calls::new()),
-    }
+/// Redis's command counts now (none without Redis), and when.
+async fn redis_calls(redis: Option<&Redis>) -> Result<(Calls, Instant), String> {
+    let calls = match redis {
+        Some(redis) => redis.calls().await?,
+        None => Calls::new(),
+    };
+    Ok((calls, Instant::now()))
 }
 
-async fn delta_of(before: Calls, redis: Option<&Redis>) -> Result<Option<Calls>, String> {
+/// The commands since `before`, and the seconds since.
+async fn delta_of(
+    before: (Calls, Instant),
+    redis: Option<&Redis>,
+) -> Result<Option<(Calls, f64)>, String> {
     match redis {
-        Some(redis) => Ok(Some(delta(&before, &redis.calls().await?))),
+        Some(redis) => {
+            let after = redis.calls().await?;
+            Ok(Some((
+                delta(&before.0, &after),
+                before.1.elapsed().as_secs_f64(),
+            )))
+        }
         None => Ok(None),
     }
 }
@@ -589,18 +604,28 @@ async fn delta_of(before: Calls, redis: Option<&Redis>) -> Result<Option<Calls>,
 fn print_table(cli: &Cli, columns: &[Column]) {
     let mut header = format!("{:<44}", "figure");
     for column in columns {
-        header += &format!(" | {:>34}", column.title);
+        header += &format!(" | {:>50}", column.title);
     }
     println!("{header}");
     println!("{}", "-".repeat(header.len()));
     let line = |name: &str, cell: &dyn Fn(&Column) -> String| {
         let mut out = format!("{name:<44}");
         for column in columns {
-            out += &format!(" | {:>34}", cell(column));
+            out += &format!(" | {:>50}", cell(column));
         }
         println!("{out}");
     };
-    let redis = |calls: &Option<Calls>, by: f64| calls.as_ref().map_or("-".into(), |c| per(c, by));
+    // A phase's commands divided by `by`; `quiet` takes the idle rate out of them (the
+    // instances' background, lease renewals, runs on during every phase).
+    let redis = |c: &Column, phase: &Option<(Calls, f64)>, by: f64, quiet: bool| {
+        let (Some((calls, secs)), Some((idle, idle_secs))) = (phase, &c.idle_calls) else {
+            return "-".to_string();
+        };
+        match quiet {
+            true => per(&less(calls, idle, secs / idle_secs), by),
+            false => per(calls, by),
+        }
+    };
     line("VMs held (identified)", &|c| {
         format!("{}/{}", c.held, c.vms)
     });
@@ -610,9 +635,13 @@ fn print_table(cli: &Cli, columns: &[Column]) {
     line("proxy RSS per idle VM, bytes (all proxies)", &|c| {
         format!("{:.0}", c.rss_per_vm)
     });
-    line("Redis commands/s, idle", &|c| {
-        redis(&c.idle_calls, c.idle_secs)
-    });
+    line(
+        &format!("Redis commands/s, idle ({} s)", IDLE.as_secs()),
+        &|c| {
+            let secs = c.idle_calls.as_ref().map_or(1.0, |(_, secs)| *secs);
+            redis(c, &c.idle_calls, secs, false)
+        },
+    );
     line("GOAHEAD p50/p99 ms, one at a time", &|c| {
         Timings::p50_p99(&c.sampled.goahead)
     });
@@ -620,9 +649,9 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         Timings::p50_p99(&c.sampled.local)
     });
     line("  cross-instance", &|c| Timings::p50_p99(&c.sampled.cross));
-    line("Redis commands per vMotion, one at a time", &|c| {
+    line("Redis commands per vMotion, less idle rate", &|c| {
         let sampled = c.sampled.local.len() + c.sampled.cross.len();
-        redis(&c.sampled_calls, sampled.max(1) as f64)
+        redis(c, &c.sampled_calls, sampled.max(1) as f64, true)
     });
     line(
         &format!("vMotions/s (all, {} in flight)", cli.vmotions_in_flight),
@@ -657,8 +686,16 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         let m = &c.moved;
         format!("{}/{} exact, {} B lost", m.exact, m.typists, m.lost)
     });
-    line("  Redis commands per vMotion", &|c| {
-        redis(&c.vmotion_calls, c.moved.completed().max(1) as f64)
+    line("  Redis commands per vMotion, less idle rate", &|c| {
+        redis(c, &c.vmotion_calls, c.moved.completed().max(1) as f64, true)
+    });
+    line("    as counted", &|c| {
+        redis(
+            c,
+            &c.vmotion_calls,
+            c.moved.completed().max(1) as f64,
+            false,
+        )
     });
     line("  destinations carried (metrics)", &|c| {
         c.carried.to_string()

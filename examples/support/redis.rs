@@ -113,15 +113,30 @@ pub(crate) fn delta(before: &Calls, after: &Calls) -> Calls {
     delta
 }
 
+/// `calls` less `background` times `scale`, by name (none below zero).
+pub(crate) fn less(calls: &Calls, background: &Calls, scale: f64) -> Calls {
+    let mut net = calls.clone();
+    for (name, n) in net.iter_mut() {
+        let quiet = background.get(name).map_or(0.0, |&b| b as f64 * scale);
+        *n = (*n as f64 - quiet).max(0.0).round() as u64;
+    }
+    net.retain(|_, n| *n > 0);
+    net
+}
+
 /// `total (NAME x, ...)`, each divided by `per`.
 pub(crate) fn per(calls: &Calls, per: f64) -> String {
     if calls.is_empty() {
         return "0".into();
     }
     let total: u64 = calls.values().sum();
+    let figure = |n: u64| match n as f64 / per {
+        x if x >= 100.0 => format!("{x:.0}"),
+        x => format!("{x:.2}"),
+    };
     let each: Vec<String> = calls
         .iter()
-        .map(|(name, &n)| format!("{name} {:.2}", n as f64 / per))
+        .map(|(name, &n)| format!("{name} {}", figure(n)))
         .collect();
-    format!("{:.2} ({})", total as f64 / per, each.join(", "))
+    format!("{} ({})", figure(total), each.join(", "))
 }
