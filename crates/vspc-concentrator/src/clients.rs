@@ -1,5 +1,7 @@
-//! The client side of the [`Concentrator`]: selection, attach modes, output budgets,
-//! scrollback, and input that waits for its VM (backpressure, never loss).
+//! The client side of the [`Concentrator`]: connecting, decoding input (telnet, the in-band
+//! escape, RFC 2217), the selection line, and the selection deadlines. Attaching is
+//! `attach.rs`, output budgets and input delivery `flow.rs`, a VM held by another instance
+//! `remote.rs`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,21 +10,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use vspc_proto::vspc_telnet::comport::Purge;
-use vspc_proto::vspc_telnet::{
-    encode_data, option, Command, Policy, Side, Telnet, TelnetConfig, TelnetEvent,
-};
-use vspc_proto::{EndpointSendError, SendError, SessionId};
+use vspc_proto::vspc_telnet::{option, Command, Policy, Side, Telnet, TelnetConfig, TelnetEvent};
 
 use crate::access::User;
 use crate::concentrator::Concentrator;
-use crate::registry::printable;
 use crate::selection::{parse_request, parse_selection, Picked, Selection};
 use crate::serial::{SerialAction, SerialClient};
-use crate::types::{
-    AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,
-    Wakeup, WriteError,
-};
-use crate::users::{check_grant, unescape, ClientSetup, Escape};
+use crate::types::{AttachError, ClientId, DropReason, Mode, Refused, Transport, VmId, Wakeup};
+use crate::users::{unescape, ClientSetup, Escape};
 
 /// Client input in the order typed: data, and serial breaks between it.
 #[derive(Debug)]
@@ -51,23 +46,23 @@ pub(crate) struct Client {
     pub(crate) telnet: Option<Box<Telnet>>,
     /// An authenticated client's identity and grants (none: unrestricted).
     pub(crate) user: Option<Arc<User>>,
-    escape: Escape,
+    pub(crate) escape: Escape,
     /// While the client chooses its VM.
     pub(crate) selection: Option<Selection>,
     pub(crate) vm: Option<VmId>,
     pub(crate) mode: Mode,
     /// Skip one LF or NUL: the selection line ended with CR, and its LF may come in the
     /// next segment.
-    skip_lf: bool,
-    queue: VecDeque<Bytes>,
+    pub(crate) skip_lf: bool,
+    pub(crate) queue: VecDeque<Bytes>,
     pub(crate) queued: usize,
     /// Since when the client has been a whole output budget behind its VM's output (the VM
     /// is not read meanwhile; past the grace the client is dropped).
-    behind_since: Option<Instant>,
+    pub(crate) behind_since: Option<Instant>,
     /// Input waiting for its VM (bounded by `max_pending_input`).
-    input: VecDeque<Input>,
-    input_len: usize,
-    closing: bool,
+    pub(crate) input: VecDeque<Input>,
+    pub(crate) input_len: usize,
+    pub(crate) closing: bool,
     pub(crate) bytes_out: u64,
     pub(crate) bytes_in: u64,
     /// Telnet clients that negotiated COM-PORT (RFC 2217).
@@ -100,21 +95,6 @@ fn client_telnet() -> Telnet {
     telnet.request(Side::Remote, option::BINARY, true);
     telnet.request(Side::Remote, option::SGA, true);
     telnet
-}
-
-/// The goodbye a dropped client reads before the connection closes.
-fn goodbye(reason: DropReason) -> &'static str {
-    match reason {
-        DropReason::TooSlow => {
-            "\r\n[vspc: output buffer overflow: this client reads too slowly and was disconnected]\r\n"
-        }
-        DropReason::VmRemoved => "\r\n[vspc: the VM did not come back; closing]\r\n",
-        DropReason::Shutdown => "\r\n[vspc: the concentrator is shutting down; goodbye]\r\n",
-        DropReason::LineTooLong => "\r\nvspc: selection line too long\r\n",
-        DropReason::SelectionTimeout => "\r\nvspc: no VM chosen in time; goodbye\r\n",
-        DropReason::Crowded => "\r\nvspc: too many clients are choosing a VM; try again\r\n",
-        DropReason::Detached => "\r\n[vspc: detached]\r\n",
-    }
 }
 
 impl Concentrator {
@@ -444,48 +424,6 @@ impl Concentrator {
         choosing
     }
 
-    /// The client's output: chunks are appended to `out` (write them with one vectored
-    /// write). The budget counts what is queued and not yet taken.
-    pub fn poll_client_transmit(
-        &mut self,
-        client: ClientId,
-        out: &mut Vec<Bytes>,
-    ) -> ClientTransmit {
-        let Some(c) = self.clients.get_mut(&client) else {
-            return ClientTransmit::Close;
-        };
-        // RFC 2217 FLOWCONTROL-SUSPEND: output waits (and counts against the budget).
-        if c.serial.as_ref().is_some_and(|s| s.suspended) && !c.closing {
-            return ClientTransmit::Idle;
-        }
-        // Coming back for more means the previous write is done: the client caught up, and
-        // its VM may be read again.
-        if c.behind_since.take().is_some() {
-            let vm = c.vm;
-            self.wake_reader(vm);
-        }
-        let Some(c) = self.clients.get_mut(&client) else {
-            return ClientTransmit::Close;
-        };
-        if c.queue.is_empty() {
-            return if c.closing {
-                ClientTransmit::Close
-            } else {
-                ClientTransmit::Idle
-            };
-        }
-        c.queued = 0;
-        for chunk in c.queue.drain(..) {
-            c.bytes_out += chunk.len() as u64;
-            out.push(chunk);
-        }
-        if c.closing {
-            ClientTransmit::Close
-        } else {
-            ClientTransmit::Write
-        }
-    }
-
     /// Open clients.
     pub fn open_clients(&self) -> usize {
         self.clients.len()
@@ -500,385 +438,5 @@ impl Concentrator {
     /// name, each optionally followed by `/label`.
     pub fn resolve(&self, selector: &str) -> Result<VmId, AttachError> {
         self.registry.resolve(selector)
-    }
-
-    /// Attaches a client to a VM in `mode` (enforced here, with an authenticated user's
-    /// grants), then queues the banner and the scrollback ahead of live output.
-    pub fn attach(&mut self, client: ClientId, vm: VmId, mode: Mode) -> Result<(), AttachError> {
-        self.attach_as(client, vm, mode, false)
-    }
-
-    pub(crate) fn attach_as(
-        &mut self,
-        client: ClientId,
-        vm: VmId,
-        mode: Mode,
-        kick: bool,
-    ) -> Result<(), AttachError> {
-        let budget = self.config.output_budget;
-        let Some(entry) = self.registry.get(vm) else {
-            return Err(AttachError::NoSuchNumber(vm.0));
-        };
-        let c = match self.clients.get(&client) {
-            Some(c) if !c.closing => c,
-            _ => return Err(AttachError::ClientGone),
-        };
-        if let Some(user) = &c.user {
-            check_grant(user, entry, mode, kick)?;
-        }
-        if kick {
-            self.kick_writers(client, vm);
-        }
-        let Some(entry) = self.registry.get(vm) else {
-            return Err(AttachError::NoSuchNumber(vm.0));
-        };
-        let Some(c) = self.clients.get(&client) else {
-            return Err(AttachError::ClientGone);
-        };
-        let previous = c.vm;
-        let writers = entry
-            .clients
-            .iter()
-            .filter(|id| **id != client)
-            .filter(|id| self.clients.get(id).is_some_and(|r| r.mode.writes()))
-            .count();
-        if let Some(holder) = entry.exclusive {
-            if mode.writes() && holder != client {
-                return Err(AttachError::HeldExclusively(printable(&entry.name).into()));
-            }
-        }
-        if mode == Mode::Exclusive && writers > 0 {
-            return Err(AttachError::WritersAttached {
-                name: printable(&entry.name).into(),
-                writers,
-            });
-        }
-        if previous.is_some() {
-            self.detach(client, previous);
-        }
-        let Some(entry) = self.registry.get_mut(vm) else {
-            return Err(AttachError::NoSuchNumber(vm.0));
-        };
-        let Some(c) = self.clients.get_mut(&client) else {
-            return Err(AttachError::ClientGone);
-        };
-        if let Some(selection) = c.selection.take() {
-            c.skip_lf = selection.after_cr;
-            self.selecting_count -= 1;
-        }
-        c.vm = Some(vm);
-        c.mode = mode;
-        entry.clients.push(client);
-        if mode == Mode::Exclusive {
-            entry.exclusive = Some(client);
-        }
-        let mut out = BytesMut::new();
-        out.extend_from_slice(
-            format!(
-                "\r\n[vspc: attached to {} ({}){}]\r\n",
-                printable(&entry.name),
-                mode.short(),
-                if entry.flagged.is_some() {
-                    ", FLAGGED duplicate identity"
-                } else {
-                    ""
-                }
-            )
-            .as_bytes(),
-        );
-        // Replay the newest scrollback that fits the client's budget with the banner: a
-        // scrollback larger than the budget must not drop a client that has not read a byte.
-        let room = budget.saturating_sub(c.queued + out.len());
-        let telnet = c.telnet.is_some();
-        let mut skip = entry.scrollback.len();
-        let mut cost = 0;
-        for &byte in entry.scrollback.iter().rev() {
-            cost += if telnet && byte == 0xff { 2 } else { 1 };
-            if cost > room {
-                break;
-            }
-            skip -= 1;
-        }
-        let (a, b) = entry.scrollback.as_slices();
-        let (a, b) = match a.get(skip..) {
-            Some(a) => (a, b),
-            None => (&[][..], b.get(skip - a.len()..).unwrap_or_default()),
-        };
-        if telnet {
-            encode_data(a, true, &mut out);
-            encode_data(b, true, &mut out);
-        } else {
-            out.extend_from_slice(a);
-            out.extend_from_slice(b);
-        }
-        self.events
-            .push_back(Event::ClientAttached { client, vm, mode });
-        self.queue_client(client, out.freeze());
-        // An RFC 2217 client learns its new port's lines.
-        self.notify_client(client);
-        Ok(())
-    }
-
-    fn detach(&mut self, client: ClientId, vm: Option<VmId>) {
-        if let Some(entry) = vm.and_then(|vm| self.registry.get_mut(vm)) {
-            entry.clients.retain(|c| *c != client);
-            if entry.exclusive == Some(client) {
-                entry.exclusive = None;
-            }
-        }
-        // It may have been the client its VM waited for.
-        self.wake_reader(vm);
-    }
-
-    /// Wakes the connection of `vm`, whose reading may have been paused for a client.
-    fn wake_reader(&mut self, vm: Option<VmId>) {
-        if let Some(conn) = vm
-            .and_then(|vm| self.registry.get(vm))
-            .and_then(|e| e.active)
-        {
-            self.wakeups.push_back(Wakeup::Vm(conn));
-        }
-    }
-
-    /// Whether the driver should read from VM connection `conn`: false while a client of its
-    /// VM is a whole output budget behind (flow control, as a serial line has: the client
-    /// gets [`ConcentratorConfig::slow_client_grace`] to catch up, then it is dropped and
-    /// the VM read again). A [`Wakeup::Vm`] comes when it turns true again.
-    ///
-    /// [`ConcentratorConfig::slow_client_grace`]: crate::ConcentratorConfig::slow_client_grace
-    pub fn vm_wants_input(&self, conn: SessionId) -> bool {
-        let Some(entry) = self
-            .endpoint
-            .data(conn)
-            .and_then(|c| c.vm)
-            .and_then(|vm| self.registry.get(vm))
-        else {
-            return true;
-        };
-        entry.clients.iter().all(|id| {
-            self.clients
-                .get(id)
-                .is_none_or(|c| c.behind_since.is_none())
-        })
-    }
-
-    /// Drops the clients that stayed a whole budget behind for the grace.
-    pub(crate) fn expire_behind(&mut self, now: Instant) {
-        let grace = self.config.slow_client_grace;
-        while let Some(&(at, client)) = self.behind.front() {
-            if at > now {
-                break;
-            }
-            self.behind.pop_front();
-            let still = self
-                .clients
-                .get(&client)
-                .is_some_and(|c| !c.closing && c.behind_since.is_some_and(|s| s + grace <= now));
-            if still {
-                self.counters.clients_dropped_slow += 1;
-                self.drop_client(client, DropReason::TooSlow);
-            }
-        }
-    }
-
-    /// Writes to a VM on behalf of the application (not a client): sent at once, held in
-    /// order during a vMotion.
-    pub fn write_to_vm(&mut self, vm: VmId, data: &[u8]) -> Result<(), WriteError> {
-        let entry = self.registry.get(vm).ok_or(WriteError::NoSuchVm(vm))?;
-        let conn = entry.active.ok_or(WriteError::NotConnected(vm))?;
-        if self.endpoint.pending_transmit_len(conn) > self.config.max_pending_to_vm {
-            return Err(WriteError::Full(vm));
-        }
-        match self.endpoint.send_data(conn, data) {
-            Ok(target) => {
-                self.count_to_vm(vm, data.len());
-                self.wakeups.push_back(Wakeup::Vm(target));
-                Ok(())
-            }
-            Err(EndpointSendError::Session(SendError::HoldFull { .. })) => {
-                Err(WriteError::Full(vm))
-            }
-            Err(_) => Err(WriteError::NotConnected(vm)),
-        }
-    }
-
-    /// Queues VM output for a client (already framed for its transport). A client with a
-    /// whole budget waiting is behind: its VM is not read until it catches up
-    /// ([`vm_wants_input`](Self::vm_wants_input)), and if it has not within the grace it is
-    /// dropped with a message, so a stuck client delays its VM's other clients by at most
-    /// the grace and never loses them a byte. Scheduling alone never drops a client that
-    /// reads: only time spent behind counts.
-    pub(crate) fn queue_output(&mut self, now: Instant, client: ClientId, bytes: Bytes) {
-        let budget = self.config.output_budget;
-        let grace = self.config.slow_client_grace;
-        self.queue_client(client, bytes);
-        let Some(c) = self.clients.get_mut(&client) else {
-            return;
-        };
-        if c.queued > budget && c.behind_since.is_none() && !c.closing {
-            c.behind_since = Some(now);
-            self.behind.push_back((now + grace, client));
-        }
-    }
-
-    /// Queues bytes (already framed for the client's transport). Past twice the budget (the
-    /// memory bound per client, which only a single VM read larger than the budget can
-    /// reach: a client behind stops its VM's reading) the client is dropped with a message.
-    pub(crate) fn queue_client(&mut self, client: ClientId, bytes: Bytes) {
-        let budget = self.config.output_budget;
-        let Some(c) = self.clients.get_mut(&client) else {
-            return;
-        };
-        if c.closing || bytes.is_empty() {
-            return;
-        }
-        if c.queued + bytes.len() > budget.saturating_mul(2) {
-            self.counters.clients_dropped_slow += 1;
-            self.drop_client(client, DropReason::TooSlow);
-            return;
-        }
-        c.queued += bytes.len();
-        c.queue.push_back(bytes);
-        self.wakeups.push_back(Wakeup::Client(client));
-    }
-
-    /// Detaches a client and queues its goodbye; its transmit then ends in
-    /// [`ClientTransmit::Close`].
-    pub fn drop_client(&mut self, client: ClientId, reason: DropReason) {
-        let Some(c) = self.clients.get_mut(&client) else {
-            return;
-        };
-        if c.closing {
-            return;
-        }
-        c.queue.clear();
-        c.queued = 0;
-        c.input.clear();
-        c.input_len = 0;
-        c.queue
-            .push_back(Bytes::from_static(goodbye(reason).as_bytes()));
-        c.closing = true;
-        self.closing_clients += 1;
-        if c.selection.take().is_some() {
-            self.selecting_count -= 1;
-        }
-        let vm = c.vm.take();
-        self.detach(client, vm);
-        self.events
-            .push_back(Event::ClientDropped { client, reason });
-        self.wakeups.push_back(Wakeup::Client(client));
-    }
-
-    /// Retries the waiting input of every client of `vm`.
-    pub(crate) fn flush_writers(&mut self, vm: VmId) {
-        let Some(entry) = self.registry.get(vm) else {
-            return;
-        };
-        if entry.clients.is_empty() {
-            return;
-        }
-        let waiting: Vec<ClientId> = entry
-            .clients
-            .iter()
-            .copied()
-            .filter(|c| self.clients.get(c).is_some_and(|c| !c.input.is_empty()))
-            .collect();
-        for client in waiting {
-            self.flush_input(client);
-        }
-    }
-
-    fn count_to_vm(&mut self, vm: VmId, len: usize) {
-        self.counters.bytes_to_vm += len as u64;
-        if let Some(entry) = self.registry.get_mut(vm) {
-            entry.bytes_to_vm += len as u64;
-        }
-    }
-
-    /// Sends the client's waiting input to its VM as far as the VM takes it.
-    fn flush_input(&mut self, client: ClientId) {
-        let max_pending = self.config.max_pending_to_vm;
-        loop {
-            let Some(c) = self.clients.get_mut(&client) else {
-                return;
-            };
-            let Some(item) = c.input.front() else {
-                return;
-            };
-            let writable = c.mode.writes() && !c.closing;
-            let target =
-                c.vm.filter(|_| writable)
-                    .and_then(|vm| self.registry.get(vm).map(|e| (vm, e.active)));
-            let (vm, conn) = match target {
-                // Read-only, detached, or the VM entry is gone: discarded.
-                None => {
-                    let dropped = c.input_len;
-                    c.input.clear();
-                    c.input_len = 0;
-                    self.counters.client_bytes_discarded += dropped as u64;
-                    self.wakeups.push_back(Wakeup::Client(client));
-                    return;
-                }
-                // The VM is away (reconnecting, in transit): the input waits.
-                Some((_, None)) => return,
-                Some((vm, Some(conn))) => (vm, conn),
-            };
-            let sent = match item {
-                Input::Data(data) => {
-                    if self.endpoint.pending_transmit_len(conn) > max_pending {
-                        return;
-                    }
-                    match self.endpoint.send_data(conn, data) {
-                        Ok(target) => Some((target, data.len())),
-                        Err(EndpointSendError::Session(SendError::HoldFull { .. })) => return,
-                        Err(_) => None,
-                    }
-                }
-                Input::Break => {
-                    // Held client data (a vMotion under way) goes first: the break waits.
-                    if self.endpoint.session(conn).is_some_and(|s| s.is_holding()) {
-                        return;
-                    }
-                    self.endpoint.send_command(conn, Command::Break);
-                    self.events.push_back(Event::ClientBreak { client, vm });
-                    Some((conn, 0))
-                }
-                // Handled as typed; never queued.
-                Input::Detach => None,
-            };
-            let Some(c) = self.clients.get_mut(&client) else {
-                return;
-            };
-            let len = match c.input.pop_front() {
-                Some(Input::Data(d)) => d.len(),
-                _ => 0,
-            };
-            c.input_len -= len;
-            match sent {
-                Some((target, len)) => {
-                    c.bytes_in += len as u64;
-                    self.count_to_vm(vm, len);
-                    self.wakeups.push_back(Wakeup::Vm(target));
-                }
-                None => self.counters.client_bytes_discarded += len as u64,
-            }
-            if self
-                .clients
-                .get(&client)
-                .is_some_and(|c| c.input.is_empty())
-            {
-                self.wakeups.push_back(Wakeup::Client(client));
-            }
-        }
-    }
-
-    /// The connection a client's input goes to, for tests and inspection.
-    pub fn client_vm(&self, client: ClientId) -> Option<VmId> {
-        self.clients.get(&client).and_then(|c| c.vm)
-    }
-
-    /// The connection carrying `vm` now, if any.
-    pub fn vm_connection(&self, vm: VmId) -> Option<SessionId> {
-        self.registry.get(vm).and_then(|e| e.active)
     }
 }

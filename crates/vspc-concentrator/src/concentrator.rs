@@ -1,5 +1,6 @@
 //! The [`Concentrator`] and its VM side: connections, binding to entries, vMotion outcomes,
-//! VM output, lingering entries and timers. The client side is in `clients.rs`.
+//! VM output, lingering entries and timers. The client side is in `clients.rs`, `attach.rs`,
+//! `flow.rs` and `remote.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

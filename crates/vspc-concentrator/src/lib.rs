@@ -99,9 +99,11 @@
 #![deny(missing_docs)]
 
 mod access;
+mod attach;
 mod clients;
 mod concentrator;
 mod config;
+mod flow;
 mod registry;
 mod selection;
 mod serial;
