@@ -7,7 +7,7 @@ use vspc_proto::SessionId;
 use crate::concentrator::Concentrator;
 use crate::registry::printable;
 use crate::types::{AttachError, ClientId, Event, Mode, VmId, Wakeup};
-use crate::users::check_grant;
+use crate::users::{check_grant, names};
 
 impl Concentrator {
     /// Attaches a client to a VM in `mode` (enforced here, with an authenticated user's
@@ -32,7 +32,7 @@ impl Concentrator {
             _ => return Err(AttachError::ClientGone),
         };
         if let Some(user) = &c.user {
-            check_grant(user, entry, mode, kick)?;
+            check_grant(user, &names(entry), mode, kick)?;
         }
         if kick {
             self.kick_writers(client, vm);

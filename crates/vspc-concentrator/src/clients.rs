@@ -14,7 +14,8 @@ use vspc_proto::vspc_telnet::{option, Command, Policy, Side, Telnet, TelnetConfi
 
 use crate::access::User;
 use crate::concentrator::Concentrator;
-use crate::selection::{parse_request, parse_selection, Picked, Selection};
+use crate::remote::RemoteVm;
+use crate::selection::{parse_request, parse_selection, Picked, Request, Selection};
 use crate::serial::{SerialAction, SerialClient};
 use crate::types::{AttachError, ClientId, DropReason, Mode, Refused, Transport, VmId, Wakeup};
 use crate::users::{unescape, ClientSetup, Escape};
@@ -65,6 +66,13 @@ pub(crate) struct Client {
     pub(crate) closing: bool,
     pub(crate) bytes_out: u64,
     pub(crate) bytes_in: u64,
+    /// A selection that matched nothing here, while the site's directory is asked.
+    pub(crate) elsewhere: Option<Box<Request>>,
+    /// The VM it is attached to on another instance (`remote.rs`).
+    pub(crate) remote: Option<Box<RemoteVm>>,
+    /// When its current selection times out (a client back from a remote VM chooses
+    /// again, and an earlier deadline still queued must not cut that short).
+    pub(crate) select_by: Instant,
     /// Telnet clients that negotiated COM-PORT (RFC 2217).
     pub(crate) serial: Option<Box<SerialClient>>,
 }
@@ -173,6 +181,9 @@ impl Concentrator {
                 closing: false,
                 bytes_out: 0,
                 bytes_in: 0,
+                elsewhere: None,
+                remote: None,
+                select_by: now + self.config.select_timeout,
                 serial: None,
             },
         );
@@ -288,10 +299,16 @@ impl Concentrator {
     }
 
     /// One piece of typed input: to the selection line while choosing, else toward the VM.
-    fn typed(&mut self, client: ClientId, item: Input) {
+    pub(crate) fn typed(&mut self, client: ClientId, item: Input) {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
+        // While the site's directory is asked, input waits (and is read again as selection
+        // input if no instance has the VM).
+        if c.elsewhere.is_some() && !matches!(item, Input::Detach) {
+            self.push_input(client, item);
+            return;
+        }
         let mut data = match item {
             Input::Break => {
                 // A break typed before a VM is chosen has nowhere to go.
@@ -336,8 +353,15 @@ impl Concentrator {
                 Picked::Line(line, used) => {
                     data = data.slice(used..);
                     if let Err(error) = self.attach_request(client, parse_selection(&line)) {
-                        let text = format!("vspc: {error}\r\n{}", self.client_menu(client));
-                        self.queue_client(client, Bytes::from(text));
+                        self.refuse_selection(client, &error);
+                    }
+                    let waits = self
+                        .clients
+                        .get(&client)
+                        .is_some_and(|c| c.elsewhere.is_some());
+                    if waits && !data.is_empty() {
+                        self.push_input(client, Input::Data(data));
+                        return;
                     }
                 }
             }
@@ -367,7 +391,7 @@ impl Concentrator {
     pub fn client_wants_input(&self, client: ClientId) -> bool {
         self.clients
             .get(&client)
-            .is_some_and(|c| !c.closing && c.input.is_empty())
+            .is_some_and(|c| !c.closing && c.input.is_empty() && c.elsewhere.is_none())
     }
 
     /// Whether the client is being dropped (its goodbye queued): a driver abandons a write
@@ -406,7 +430,14 @@ impl Concentrator {
                 break;
             }
             self.selecting.pop_front();
-            self.drop_if_choosing(client, DropReason::SelectionTimeout);
+            // A client that chose again since (back from a remote VM) has a later deadline.
+            if self
+                .clients
+                .get(&client)
+                .is_some_and(|c| c.select_by <= now)
+            {
+                self.drop_if_choosing(client, DropReason::SelectionTimeout);
+            }
         }
     }
 

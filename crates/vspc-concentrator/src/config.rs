@@ -42,6 +42,13 @@ pub struct ConcentratorConfig {
     /// ([`Concentrator::refuse_peer`](crate::Concentrator::refuse_peer)). Off (the default),
     /// every PEER is answered here.
     pub shared_vmotions: bool,
+    /// The site's other instances are asked for a VM that no selection matches here
+    /// ([`Event::SelectionElsewhere`](crate::Event::SelectionElsewhere)): a client attaches
+    /// to any VM of the site ([`Concentrator::attach_remote`]). Off (the default), such a
+    /// selection is refused at once.
+    ///
+    /// [`Concentrator::attach_remote`]: crate::Concentrator::attach_remote
+    pub site_directory: bool,
     /// How long a vMotion may stay pending after GOAHEAD.
     pub vmotion_timeout: Duration,
     /// Length of minted vMotion secrets.
@@ -95,6 +102,7 @@ impl Default for ConcentratorConfig {
             allow_vmotion: true,
             vm_com_port: true,
             shared_vmotions: false,
+            site_directory: false,
             vmotion_timeout: Duration::from_secs(30),
             secret_len: 8,
             max_clients: 1000,

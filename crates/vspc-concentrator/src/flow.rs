@@ -44,8 +44,12 @@ impl Concentrator {
         // Coming back for more means the previous write is done: the client caught up, and
         // its VM may be read again.
         if c.behind_since.take().is_some() {
-            let vm = c.vm;
+            let (vm, remote) = (c.vm, c.remote.is_some());
             self.wake_reader(vm);
+            // A remote VM's link is read again.
+            if remote {
+                self.wakeups.push_back(Wakeup::Client(client));
+            }
         }
         let Some(c) = self.clients.get_mut(&client) else {
             return ClientTransmit::Close;
@@ -234,6 +238,12 @@ impl Concentrator {
             let Some(item) = c.input.front() else {
                 return;
             };
+            // A site lookup's client keeps its input for the selection or the link; a remote
+            // writer's input is the link's to take (`poll_remote_input`).
+            if c.elsewhere.is_some() || (c.remote.is_some() && c.mode.writes() && !c.closing) {
+                self.wakeups.push_back(Wakeup::Client(client));
+                return;
+            }
             let writable = c.mode.writes() && !c.closing;
             let target =
                 c.vm.filter(|_| writable)

@@ -105,6 +105,7 @@ mod concentrator;
 mod config;
 mod flow;
 mod registry;
+mod remote;
 mod selection;
 mod serial;
 mod snapshot;
@@ -115,6 +116,7 @@ pub use access::{Grant, GrantError, Rights, User};
 pub use concentrator::Concentrator;
 pub use config::ConcentratorConfig;
 pub use registry::{compact_hex, label_of, printable};
+pub use remote::{RemoteGrant, RemoteVm};
 pub use snapshot::{ClientSnapshot, Counters, VmSnapshot};
 pub use types::{
     AttachError, ClientId, ClientTransmit, DropReason, Event, Mode, Refused, Transport, VmId,

@@ -77,6 +77,8 @@ pub struct ClientSnapshot {
     pub bytes_in: u64,
     /// Bytes queued for it, not yet written.
     pub queued: usize,
+    /// The VM it is attached to on another instance, if it is.
+    pub remote: Option<crate::RemoteVm>,
 }
 
 /// One VM port.
@@ -189,6 +191,7 @@ impl Concentrator {
                         bytes_out: c.bytes_out,
                         bytes_in: c.bytes_in,
                         queued: c.queued,
+                        remote: None,
                     })
                 })
                 .collect(),
@@ -214,7 +217,20 @@ impl Concentrator {
             bytes_out: c.bytes_out,
             bytes_in: c.bytes_in,
             queued: c.queued,
+            remote: c.remote.as_deref().cloned(),
         })
+    }
+
+    /// Views of the clients attached to VMs other instances hold, in id order.
+    pub fn remote_clients(&self) -> Vec<ClientSnapshot> {
+        let mut ids: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.remote.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().filter_map(|id| self.client(id)).collect()
     }
 
     /// Views of up to `limit` VM entries from `start` on (in id order): a listing pages

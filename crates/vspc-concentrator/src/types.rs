@@ -303,6 +303,31 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// With [`ConcentratorConfig::site_directory`](crate::ConcentratorConfig): a client's
+    /// selection matched no VM here. Look `selector` up in the site's directory, then
+    /// [`Concentrator::attach_remote`](crate::Concentrator::attach_remote) the client to the
+    /// VM another instance holds, or
+    /// [`Concentrator::selection_failed`](crate::Concentrator::selection_failed). The client
+    /// waits meanwhile (its input is kept).
+    SelectionElsewhere {
+        /// The client.
+        client: ClientId,
+        /// What it asked for: a name, `name/label` or a UUID.
+        selector: String,
+        /// The mode it named, if any.
+        mode: Option<Mode>,
+        /// Whether it asked to take the write lock.
+        kick: bool,
+    },
+    /// A client attached to a VM another instance holds.
+    ClientAttachedRemote {
+        /// The client.
+        client: ClientId,
+        /// The VM, as the site's directory names it.
+        vm: Box<crate::RemoteVm>,
+        /// Its mode.
+        mode: Mode,
+    },
     /// A protocol violation by a VM; its connection carries on.
     ProtocolError {
         /// The connection.
@@ -407,6 +432,9 @@ pub enum AttachError {
         /// How many.
         writers: usize,
     },
+    /// No VM matches here, and the site's directory could not be asked.
+    #[error("no VM matches {0:?} here, and the other instances cannot be asked now")]
+    SiteUnavailable(String),
     /// The client is gone or closing.
     #[error("client gone")]
     ClientGone,

@@ -94,14 +94,11 @@ impl Concentrator {
         client: ClientId,
         request: Request,
     ) -> Result<(), AttachError> {
-        let vm = self.registry.resolve(&request.selector)?;
-        let rights = self.rights(client, vm);
-        let mode = match (request.mode, request.kick) {
-            (_, true) => Mode::Exclusive,
-            (Some(mode), false) => mode,
-            (None, false) if !rights.read_write && rights.read_only => Mode::ReadOnly,
-            (None, false) => Mode::ReadWrite,
+        let vm = match self.registry.resolve(&request.selector) {
+            Ok(vm) => vm,
+            Err(error) => return self.select_elsewhere(client, request, error),
         };
+        let mode = pick_mode(&request, self.rights(client, vm));
         self.attach_as(client, vm, mode, request.kick)
     }
 
@@ -160,15 +157,25 @@ impl Concentrator {
     }
 }
 
-/// Whether `user`'s grants allow `mode` (or `kick`) on `entry`; the refusal says what they
-/// allow there.
+/// The mode a request asked for, else the best `rights` allow (read-write, else read-only).
+pub(crate) fn pick_mode(request: &Request, rights: Rights) -> Mode {
+    match (request.mode, request.kick) {
+        (_, true) => Mode::Exclusive,
+        (Some(mode), false) => mode,
+        (None, false) if !rights.read_write && rights.read_only => Mode::ReadOnly,
+        (None, false) => Mode::ReadWrite,
+    }
+}
+
+/// Whether `user`'s grants allow `mode` (or `kick`) on the VM named by `vm`; the refusal
+/// says what they allow there.
 pub(crate) fn check_grant(
     user: &User,
-    entry: &VmEntry,
+    vm: &VmNames<'_>,
     mode: Mode,
     kick: bool,
 ) -> Result<(), AttachError> {
-    let rights = user.rights(&names(entry));
+    let rights = user.rights(vm);
     let permitted = if kick {
         rights.kick
     } else {
@@ -179,14 +186,14 @@ pub(crate) fn check_grant(
     }
     Err(AttachError::NotPermitted {
         user: printable(&user.name).into(),
-        vm: printable(&entry.name).into(),
+        vm: printable(vm.name).into(),
         mode: if kick { "kick" } else { mode.short() },
         allowed: rights.to_string(),
     })
 }
 
 /// The names a grant is matched against.
-fn names(entry: &VmEntry) -> VmNames<'_> {
+pub(crate) fn names(entry: &VmEntry) -> VmNames<'_> {
     VmNames {
         name: &entry.name,
         label: entry.label(),

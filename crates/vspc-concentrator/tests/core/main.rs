@@ -7,6 +7,7 @@ mod support;
 mod clients;
 mod flow;
 mod lifecycle;
+mod remote;
 mod serial;
 mod shared;
 mod users;
