@@ -18,6 +18,7 @@ pub use vspc_testkit::{
 };
 
 pub mod cdp;
+pub mod redis;
 pub mod web;
 
 /// A test VM: numbered identity (`vm-0000n`), no COM-PORT offer, a large record of what its

@@ -465,6 +465,15 @@ impl Concentrator {
         self.registry.menu(self.config.menu_rows, |_| true)
     }
 
+    /// The entry of the VM port with VC UUID `uuid` (as [`VmSnapshot::vc_uuid`] shows it)
+    /// and service URI `service_uri`, if one is here (flagged duplicates are not found).
+    ///
+    /// [`VmSnapshot::vc_uuid`]: crate::VmSnapshot::vc_uuid
+    pub fn find_port(&self, uuid: &str, service_uri: &str) -> Option<VmId> {
+        self.registry
+            .find(&crate::registry::VmKey::new(uuid, service_uri))
+    }
+
     /// Resolves a selector: an entry number, a UUID (canonical, compact or vmx form), or a
     /// name, each optionally followed by `/label`.
     pub fn resolve(&self, selector: &str) -> Result<VmId, AttachError> {

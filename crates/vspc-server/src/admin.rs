@@ -187,12 +187,39 @@ pub(crate) fn listing(shared: &Shared) -> Value {
         )
     };
     let vms = paged_vms(shared, |hub, vm| vm_json(hub, &vm));
+    // Clients of this instance attached to VMs that other instances hold (the owner lists
+    // each as `user@instance` among its VM's clients).
+    let remote: Vec<Value> = shared
+        .lock()
+        .core
+        .remote_clients()
+        .into_iter()
+        .filter_map(|c| {
+            let vm = c.remote?;
+            Some(json!({
+                "id": c.id.0,
+                "peer": c.peer.to_string(),
+                "mode": c.mode,
+                "user": c.user,
+                "bytes_out": c.bytes_out,
+                "bytes_in": c.bytes_in,
+                "queued": c.queued,
+                "vm": {
+                    "name": vm.name,
+                    "label": vm.label,
+                    "vc_uuid": vm.uuid,
+                    "instance": vm.instance,
+                },
+            }))
+        })
+        .collect();
     json!({
         "started": started,
         "vm_connections": vm_connections,
         "clients": clients,
         "vmotions_pending": pending,
         "vms": vms,
+        "remote_clients": remote,
     })
 }
 

@@ -83,6 +83,12 @@ pub struct ClusterConfig {
     /// another instance holds them, and how long a store outage may last before the leases
     /// lapse.
     pub lease_ms: u64,
+    /// Where this instance accepts links from the other instances' clients attaching to its
+    /// VMs (default: an ephemeral port on the first VM listener's address).
+    pub link_listen: Option<SocketAddr>,
+    /// The link listener as the other instances reach it (default: its bound address): the
+    /// address this instance publishes in the site's directory.
+    pub link_advertise: Option<SocketAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +99,8 @@ impl Default for ClusterConfig {
             advertise: None,
             instance: None,
             lease_ms: 10_000,
+            link_listen: None,
+            link_advertise: None,
         }
     }
 }

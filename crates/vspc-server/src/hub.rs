@@ -15,13 +15,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
-use vspc_concentrator::{ClientId, Concentrator, DropReason, Event, VmId, VmTransmit, Wakeup};
+use vspc_concentrator::{
+    AttachError, ClientId, Concentrator, DropReason, Event, VmId, VmTransmit, Wakeup,
+};
 use vspc_proto::SessionId;
 
 use crate::audit::Audit;
 use crate::cluster::{digest, Cluster, Gate, Ownership, SitePort, Work};
 use crate::config::ServerConfig;
 use crate::embed::{ConsoleChunk, VmEvent};
+use crate::link::LinkSignals;
 use crate::logs::{file_name, ConsoleLog};
 use crate::Shared;
 
@@ -105,6 +108,8 @@ pub(crate) struct Hub {
     pub(crate) audit: Arc<Audit>,
     /// With a shared state: this instance's VM ports and their leases.
     pub(crate) owners: Option<Ownership>,
+    /// Clients attached to a VM another instance holds: their link's tasks.
+    links: HashMap<ClientId, Arc<LinkSignals>>,
 }
 
 /// What sharing vMotions did, for the metrics.
@@ -125,6 +130,8 @@ impl Hub {
     ) -> Hub {
         let mut core_config = config.concentrator();
         core_config.shared_vmotions = shared_vmotions;
+        // A clustered instance asks the site for a VM it does not hold.
+        core_config.site_directory = shared_vmotions;
         let mut core = Concentrator::new(core_config);
         if config.log.dir.is_some() {
             core.set_console_events(true);
@@ -151,6 +158,7 @@ impl Hub {
             cluster_counts: ClusterCounts::default(),
             audit: Arc::new(Audit::none()),
             owners: None,
+            links: HashMap::new(),
         }
     }
 
@@ -261,7 +269,36 @@ impl Hub {
         }
         self.core.handle_client_closed(client);
         self.clients.remove(&client);
+        if let Some(link) = self.links.remove(&client) {
+            link.wake();
+        }
         self.settle();
+    }
+
+    /// A link to another instance now carries `client`'s remote VM: its tasks' signals.
+    pub(crate) fn link_opened(&mut self, client: ClientId) -> Arc<LinkSignals> {
+        let signals = Arc::new(LinkSignals::default());
+        if let Some(old) = self.links.insert(client, signals.clone()) {
+            old.wake();
+        }
+        signals
+    }
+
+    /// Whether `signals` is `client`'s current link (a client back at its menu may have
+    /// chosen another since).
+    pub(crate) fn link_is(&self, client: ClientId, signals: &Arc<LinkSignals>) -> bool {
+        self.links
+            .get(&client)
+            .is_some_and(|current| Arc::ptr_eq(current, signals))
+    }
+
+    /// Forgets `client`'s link `signals`; whether it was the current one.
+    pub(crate) fn link_closed(&mut self, client: ClientId, signals: &Arc<LinkSignals>) -> bool {
+        let current = self.link_is(client, signals);
+        if current {
+            self.links.remove(&client);
+        }
+        current
     }
 
     /// The next write for a VM connection; on `Idle` the task's waker is kept.
@@ -311,6 +348,9 @@ impl Hub {
                     }
                 }
                 Wakeup::Client(client) => {
+                    if let Some(link) = self.links.get(&client) {
+                        link.wake();
+                    }
                     if let Some(signals) = self.clients.get(&client) {
                         signals.output.notify_one();
                         if signals
@@ -448,6 +488,32 @@ impl Hub {
                     &[("vm", &vm.0), ("name", &name), ("mode", &mode.short())],
                 );
             }
+            Event::ClientAttachedRemote { client, vm, mode } => {
+                self.audit_client(
+                    "attach",
+                    client,
+                    &[
+                        ("name", &vm.name),
+                        ("instance", &vm.instance),
+                        ("mode", &mode.short()),
+                    ],
+                );
+            }
+            Event::SelectionElsewhere {
+                client, selector, ..
+            } => match &self.cluster {
+                Some((cluster, shared)) => {
+                    tokio::spawn(crate::link::attach_elsewhere(
+                        shared.clone(),
+                        cluster.clone(),
+                        client,
+                        selector,
+                    ));
+                }
+                None => self
+                    .core
+                    .selection_failed(client, AttachError::NoMatch(selector)),
+            },
             Event::ClientKicked { client, vm, by } => {
                 let by_user = self.user_of(by);
                 self.audit_client(

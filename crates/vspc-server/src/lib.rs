@@ -65,6 +65,7 @@ mod cluster;
 mod config;
 mod embed;
 mod hub;
+mod link;
 mod logs;
 #[cfg(feature = "ssh")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
@@ -172,6 +173,9 @@ pub struct Server {
     pub ssh_addr: Option<SocketAddr>,
     /// The SSH host key's fingerprint (`SHA256:...`, as `ssh-keygen -l` shows it).
     pub ssh_fingerprint: Option<String>,
+    /// Where the site's other instances attach their clients to this instance's VMs
+    /// (`[cluster] link_listen`), when clustered.
+    pub link_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -211,6 +215,16 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         socket.listen(BACKLOG)
     };
     listen().map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// The default link listener's address: the first plain VM listener's (the network the
+/// instances already reach each other on), else the advertised one's.
+fn link_ip(config: &ServerConfig, advertise: SocketAddr) -> std::net::IpAddr {
+    config
+        .vm
+        .listen
+        .first()
+        .map_or(advertise.ip(), |addr| addr.ip())
 }
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
@@ -315,8 +329,11 @@ impl Server {
             }
         }
 
+        let mut link_addr = None;
         if let Some(state) = state {
-            tasks.push(start_cluster(&shared, &config, state, &vm_addrs)?);
+            let (cluster_tasks, bound) = start_cluster(&shared, &config, state, &vm_addrs).await?;
+            tasks.extend(cluster_tasks);
+            link_addr = Some(bound);
         }
         for (listener, tls) in vm_listeners {
             tasks.push(tokio::spawn(accept_vms(
@@ -399,6 +416,7 @@ impl Server {
             proxy_uris,
             ssh_addr,
             ssh_fingerprint,
+            link_addr,
             shared,
             tasks,
         })
@@ -461,12 +479,12 @@ impl Server {
 
 /// Shares vMotions and the directory through `state`: this instance's name and address,
 /// and the task that holds its VM ports' leases.
-fn start_cluster(
+async fn start_cluster(
     shared: &Arc<Shared>,
     config: &ServerConfig,
     state: Arc<dyn SharedState>,
     vm_addrs: &[SocketAddr],
-) -> Result<JoinHandle<()>, ServerError> {
+) -> Result<(Vec<JoinHandle<()>>, SocketAddr), ServerError> {
     let advertise = config
         .cluster
         .advertise
@@ -476,23 +494,36 @@ fn start_cluster(
                 "cluster needs a plain VM listener or cluster.advertise".into(),
             ))
         })?;
+    // The other instances' clients attach to this instance's VMs here.
+    let listen = config
+        .cluster
+        .link_listen
+        .unwrap_or_else(|| SocketAddr::new(link_ip(config, advertise), 0));
+    let listener = bind(listen).await?;
+    let bound = local_addr(&listener, listen);
     let me = Instance {
         id: config
             .cluster
             .instance
             .clone()
             .unwrap_or_else(|| cluster::default_instance(advertise)),
-        link: advertise,
+        link: config.cluster.link_advertise.unwrap_or(bound),
     };
-    tracing::info!(instance = %me.id, lease_ms = config.cluster.lease_ms, "sharing vMotions and VM port leases");
+    tracing::info!(instance = %me.id, lease_ms = config.cluster.lease_ms, link = %bound, "sharing vMotions and VM port leases; listening for links from the site's other instances");
+    let cluster = cluster::Cluster {
+        state: state.clone(),
+        advertise,
+        instance: me.id.clone(),
+        link: me.link,
+        token: Arc::default(),
+    };
     let owners = cluster::Ownership::new(me, config.cluster.lease());
-    let task = owners.task(shared.clone(), state.clone());
-    shared.lock().set_cluster(
-        cluster::Cluster { state, advertise },
-        owners,
-        Arc::downgrade(shared),
-    );
-    Ok(tokio::spawn(task))
+    let task = owners.task(shared.clone(), state);
+    shared
+        .lock()
+        .set_cluster(cluster.clone(), owners, Arc::downgrade(shared));
+    let links = link::accept_links(shared.clone(), listener, cluster);
+    Ok((vec![tokio::spawn(task), tokio::spawn(links)], bound))
 }
 
 /// At shutdown, gives up the leases this instance holds: the others may take its VMs at

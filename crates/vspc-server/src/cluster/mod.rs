@@ -199,6 +199,13 @@ pub(crate) struct Cluster {
     pub(crate) state: Arc<dyn SharedState>,
     /// This instance's VM listener, as the others reach it.
     pub(crate) advertise: SocketAddr,
+    /// This instance's name in the site (`[cluster] instance`).
+    pub(crate) instance: String,
+    /// Where this instance accepts links from the other instances' clients, as they reach
+    /// it (`[cluster] link_advertise`, else the bound `link_listen`).
+    pub(crate) link: SocketAddr,
+    /// The site token, once read from the store (it never changes).
+    pub(crate) token: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// A record outlives its vMotion's deadline by this much (clocks and queues differ a little).
@@ -223,6 +230,14 @@ fn fresh_token() -> Result<String, SharedStateError> {
 }
 
 impl Cluster {
+    /// The site token (asked of the store once, then kept).
+    pub(crate) async fn site_token(&self) -> Result<String, SharedStateError> {
+        self.token
+            .get_or_try_init(|| self.state.site_token())
+            .await
+            .cloned()
+    }
+
     /// The record's lifetime for a vMotion that expires at `deadline`.
     pub(crate) fn ttl(deadline: Instant, now: Instant) -> Duration {
         deadline.saturating_duration_since(now) + RECORD_MARGIN

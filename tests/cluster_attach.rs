@@ -1,0 +1,218 @@
+//! Two concentrators sharing a real `redis-server` behave as one site: a telnet client on
+//! instance B attaches to a VM that instance A holds, by name, and uses it as a local one
+//! (every byte value both ways, a serial break, the scrollback); A enforces the modes and
+//! exclusivity for clients of both instances and alone writes the console log; both
+//! listings show the attachment; A's shutdown sends B's client back to its menu; an unknown
+//! name gets today's answer; a link with a forged site token is refused.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::redis::Redis;
+use support::*;
+use vspc_emulator::EmulatorEvent;
+use vspc_server::{Instance, RedisState, Server as Proxy, ServerConfig as Config, SharedState};
+use vspc_server::{SitePort, SiteVm};
+
+/// An instance of the site in `redis`, named `name`, its console logs in `logs`.
+async fn instance(redis: &Redis, name: &str, logs: &Path) -> Proxy {
+    let mut config = Config::ephemeral();
+    config.cluster.redis_url = Some(redis.url());
+    config.cluster.instance = Some(name.to_owned());
+    config.log.dir = Some(logs.to_owned());
+    config.log.flush_ms = 10;
+    Proxy::start(config).await.unwrap()
+}
+
+/// Makes `proxy`'s VM `name` known to the site as held by instance `id`.
+async fn publish(redis: &Redis, proxy: &Proxy, id: &str, name: &str) {
+    let vm = vms(&proxy.snapshot())
+        .into_iter()
+        .find(|v| v["name"] == name)
+        .expect("the VM is listed");
+    let state = RedisState::new(&redis.url(), "vspc").unwrap();
+    let me = Instance {
+        id: id.to_owned(),
+        link: proxy
+            .link_addr
+            .expect("a clustered instance has a link listener"),
+    };
+    let port = SitePort {
+        uuid: vm["vc_uuid"].as_str().unwrap().to_owned(),
+        service_uri: vm["service_uri"].as_str().unwrap().to_owned(),
+        name: name.to_owned(),
+    };
+    state
+        .hold(&me, &[port], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let found: Vec<SiteVm> = state.locate(name).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+}
+
+fn all_bytes() -> Vec<u8> {
+    (0..=255).collect()
+}
+
+/// Waits (bounded) until the file at `path` holds `expected`.
+async fn wait_file(path: &Path, expected: &[u8]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = std::fs::read(path).unwrap_or_default();
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} holds {:?}",
+            path.display(),
+            String::from_utf8_lossy(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_on_b_uses_a_vm_held_by_a_as_if_it_were_local() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let (logs_a, logs_b) = (temp_dir("attach-a"), temp_dir("attach-b"));
+    let a = instance(&redis, "a", &logs_a).await;
+    let b = instance(&redis, "b", &logs_b).await;
+    let vm = TestVm::start(vm_config(1), Target::plain(a.vm_addrs[0]));
+    identified(&a, "vm-00001").await;
+    publish(&redis, &a, "a", "vm-00001").await;
+    vm.with(|vm, _| vm.send_serial(b"before\r\n")).unwrap();
+    wait_file(&logs_a.join("vm-00001_vSPC.py.log"), b"before\r\n").await;
+
+    // By name on B: A's banner, then A's scrollback.
+    let mut client = TestClient::connect(b.client_addr).await;
+    client.expect(b"or excl: ").await;
+    client.send(b"vm-00001\r\n").await;
+    client
+        .expect(b"\r\n[vspc: attached to vm-00001 (rw)]\r\n")
+        .await;
+    client.expect_exact(b"before\r\n").await;
+
+    // Every byte value, both ways, exactly.
+    client.send(&all_bytes()).await;
+    vm.wait_received(&all_bytes()).await;
+    vm.with(|vm, _| vm.send_serial(&all_bytes())).unwrap();
+    client.expect_exact(&all_bytes()).await;
+
+    // A telnet break reaches the VM as a serial break.
+    client.send_raw(&[0xff, 0xf3]).await;
+    vm.wait("a serial break", |_, seen| {
+        seen.events
+            .iter()
+            .any(|e| matches!(e, EmulatorEvent::SerialBreak { .. }))
+    })
+    .await;
+
+    // A lists B's client among its VM's clients, as `peer@b`; B lists its client attached
+    // to A's VM.
+    let listed = vms(&a.snapshot())[0]["clients"].clone();
+    let clients = listed.as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{listed:#}");
+    let user = clients[0]["user"].as_str().unwrap();
+    assert!(
+        user.starts_with("127.0.0.1:") && user.ends_with("@b"),
+        "{user}"
+    );
+    assert_eq!(clients[0]["mode"], "read-write");
+    let remote = b.snapshot()["remote_clients"].clone();
+    assert_eq!(remote.as_array().unwrap().len(), 1, "{remote:#}");
+    assert_eq!(remote[0]["vm"]["name"], "vm-00001");
+    assert_eq!(remote[0]["vm"]["label"], "vSPC.py");
+    assert_eq!(remote[0]["vm"]["instance"], "a");
+    assert_eq!(remote[0]["mode"], "read-write");
+    assert!(vms(&b.snapshot()).is_empty());
+
+    // Only the owner writes the console log.
+    let mut log = b"before\r\n".to_vec();
+    log.extend_from_slice(&all_bytes());
+    wait_file(&logs_a.join("vm-00001_vSPC.py.log"), &log).await;
+    assert_eq!(std::fs::read_dir(&logs_b).unwrap().count(), 0);
+
+    // A shuts down: its goodbye reaches B's client, which is told and chooses again.
+    a.shutdown().await;
+    client
+        .expect(b"\r\n[vspc: the concentrator is shutting down; goodbye]\r\n")
+        .await;
+    client.expect(b"\r\n[vspc: a closed the link]\r\n").await;
+    client.expect(b"or excl: ").await;
+    assert!(b.snapshot()["remote_clients"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn modes_hold_across_instances_unknown_names_and_forged_tokens_are_refused() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let (logs_a, logs_b) = (temp_dir("modes-a"), temp_dir("modes-b"));
+    let a = instance(&redis, "a", &logs_a).await;
+    let b = instance(&redis, "b", &logs_b).await;
+    let vm = TestVm::start(vm_config(2), Target::plain(a.vm_addrs[0]));
+    identified(&a, "vm-00002").await;
+    publish(&redis, &a, "a", "vm-00002").await;
+
+    // A local client holds the VM exclusively: a writer from B is refused by A, and told.
+    let mut holder = TestClient::connect(a.client_addr).await;
+    holder.select("vm-00002 excl").await;
+    let mut remote = TestClient::connect(b.client_addr).await;
+    remote.expect(b"or excl: ").await;
+    remote.send(b"vm-00002\r\n").await;
+    remote
+        .expect(b"\r\n[vspc: a: vm-00002 is held exclusively by another client; attach read-only with \"ro\"]\r\n")
+        .await;
+    remote.expect(b"or excl: ").await;
+
+    // Read-only from B: it sees the output, and what it types never reaches the VM.
+    remote.send(b"vm-00002 ro\r\n").await;
+    remote
+        .expect(b"\r\n[vspc: attached to vm-00002 (ro)]\r\n")
+        .await;
+    remote.send(b"from b").await;
+    holder.send(b"from a").await;
+    vm.wait_received(b"from a").await;
+    vm.with(|vm, _| vm.send_serial(b"to both\r\n")).unwrap();
+    holder.expect_exact(b"to both\r\n").await;
+    remote.expect_exact(b"to both\r\n").await;
+    assert_eq!(vm.received(), b"from a");
+
+    // A name no instance holds: today's answer.
+    let mut lost = TestClient::connect(b.client_addr).await;
+    lost.expect(b"or excl: ").await;
+    lost.send(b"nope\r\n").await;
+    lost.expect(b"nope\r\nvspc: no VM matches \"nope\"\r\n")
+        .await;
+
+    // A's link port refuses a forged token and a malformed header.
+    let link = a.link_addr.unwrap();
+    let uuid = "01234567-89ab-cdef-fedc-000000000002";
+    let mut forged = RawClient::connect(link).await;
+    forged
+        .send(format!("VSPC-LINK 1 0123 rw {uuid} vSPC.py x%40y\n").as_bytes())
+        .await;
+    assert_eq!(forged.read_until(b"\n").await, b"ERR bad site token\n");
+    forged.expect_closed().await;
+    let mut garbage = RawClient::connect(link).await;
+    garbage.send(b"GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(garbage.read_until(b"\n").await, b"ERR malformed header\n");
+    assert_eq!(
+        vms(&a.snapshot())[0]["clients"].as_array().unwrap().len(),
+        2
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
