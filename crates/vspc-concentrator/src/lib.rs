@@ -39,6 +39,22 @@
 //! // each connection's reader: reads only while vm_wants_input(conn) / client_wants_input(client)
 //! ```
 //!
+//! # Several instances as one site
+//! With [`ConcentratorConfig::site_directory`], a selection that matches no VM here is
+//! reported as [`Event::SelectionElsewhere`]; the driver looks it up in the site and answers
+//! [`Concentrator::attach_remote`] (the VM another instance holds: the client's grants are
+//! checked here) or [`Concentrator::selection_failed`]. A remotely attached client's link to
+//! the owner has its own writer and reader:
+//! ```text
+//! // link writer: write core.poll_remote_input(client) to the owner (Ctrl-] doubled,
+//! //              a break as Ctrl-] b); wait for the client's wakeup when None
+//! // link reader: reads only while core.remote_wants_output(client), feeding
+//! //              core.handle_remote_output(now, client, bytes)
+//! // link closed: core.handle_remote_closed(now, client, reason) (back to the menu)
+//! ```
+//! With [`ConcentratorConfig::shared_vmotions`], vMotions are shared too
+//! ([`Event::HandoverOffered`], [`Event::PeerElsewhere`]).
+//!
 //! # Time model
 //! Every call that can fire a deadline takes `now: Instant`; [`Concentrator::poll_timeout`]
 //! returns the earliest deadline (a vMotion's expiry, a lingering entry's). Early or late

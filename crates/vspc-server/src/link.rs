@@ -469,14 +469,14 @@ async fn link_reader(
         // A client a whole budget behind stops the link's reading: the owner's flow control
         // then holds the VM, as for a local client.
         loop {
-            let (wants, mine) = {
+            let (wants, live) = {
                 let hub = shared.lock();
                 (
                     hub.core.remote_wants_output(client),
-                    hub.link_is(client, signals),
+                    hub.link_is(client, signals) && !hub.core.client_is_closing(client),
                 )
             };
-            if !mine || shared.lock().core.client_is_closing(client) {
+            if !live {
                 return None;
             }
             if wants {

@@ -196,3 +196,33 @@ fn without_a_site_directory_nothing_waits() {
         Err(AttachError::ClientGone)
     );
 }
+
+#[test]
+fn a_remote_client_a_budget_behind_stops_the_link_until_it_catches_up() {
+    let mut config = config();
+    config.site_directory = true;
+    config.output_budget = 1024;
+    let mut h = Harness::new(config);
+    let c = h.connect_client(Transport::Raw, None);
+    h.take_data(c);
+    h.type_data(c, b"web-9\r");
+    h.core.attach_remote(c, web_9()).unwrap();
+    h.run();
+    h.take_data(c);
+
+    // A stalled client's writer takes one write and blocks in it; the next chunk puts the
+    // client a whole budget behind: the link is not read.
+    h.set_reading(c, false);
+    h.core.handle_remote_output(h.now, c, &[b'x'; 1500]);
+    h.run();
+    h.core.handle_remote_output(h.now, c, &[b'y'; 1500]);
+    h.run();
+    assert!(!h.core.remote_wants_output(c));
+
+    // It reads again: everything arrives, in order, and the link is read again.
+    h.set_reading(c, true);
+    assert!(h.core.remote_wants_output(c));
+    let mut expected = vec![b'x'; 1500];
+    expected.extend_from_slice(&[b'y'; 1500]);
+    assert_eq!(h.take_data(c), expected);
+}
