@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::redis::Redis;
 use support::*;
@@ -53,40 +53,56 @@ async fn publish(redis: &Redis, proxy: &Proxy, id: &str, name: &str) {
     assert_eq!(found.len(), 1, "{found:?}");
 }
 
+/// Instances `a` and `b` of a site in their own `redis-server`, and VM `n` held by `a`.
+struct Site {
+    redis: Redis,
+    a: Proxy,
+    b: Proxy,
+    vm: TestVm,
+    logs_a: std::path::PathBuf,
+    logs_b: std::path::PathBuf,
+}
+
+impl Site {
+    /// `None` when `redis-server` is not installed.
+    async fn start(tag: &str, n: u64) -> Option<Site> {
+        let redis = Redis::start().await?;
+        let (logs_a, logs_b) = (temp_dir(&format!("{tag}-a")), temp_dir(&format!("{tag}-b")));
+        let a = instance(&redis, "a", &logs_a).await;
+        let b = instance(&redis, "b", &logs_b).await;
+        let vm = TestVm::start(vm_config(n), Target::plain(a.vm_addrs[0]));
+        let name = format!("vm-{n:05}");
+        identified(&a, &name).await;
+        publish(&redis, &a, "a", &name).await;
+        Some(Site {
+            redis,
+            a,
+            b,
+            vm,
+            logs_a,
+            logs_b,
+        })
+    }
+}
+
 fn all_bytes() -> Vec<u8> {
     (0..=255).collect()
 }
 
-/// Waits (bounded) until the file at `path` holds `expected`.
-async fn wait_file(path: &Path, expected: &[u8]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = std::fs::read(path).unwrap_or_default();
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} holds {:?}",
-            path.display(),
-            String::from_utf8_lossy(&got)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_client_on_b_uses_a_vm_held_by_a_as_if_it_were_local() {
-    let Some(redis) = Redis::start().await else {
+    let Some(Site {
+        redis: _redis,
+        a,
+        b,
+        vm,
+        logs_a,
+        logs_b,
+    }) = Site::start("attach", 1).await
+    else {
         eprintln!("skipped: redis-server is not installed");
         return;
     };
-    let (logs_a, logs_b) = (temp_dir("attach-a"), temp_dir("attach-b"));
-    let a = instance(&redis, "a", &logs_a).await;
-    let b = instance(&redis, "b", &logs_b).await;
-    let vm = TestVm::start(vm_config(1), Target::plain(a.vm_addrs[0]));
-    identified(&a, "vm-00001").await;
-    publish(&redis, &a, "a", "vm-00001").await;
     vm.with(|vm, _| vm.send_serial(b"before\r\n")).unwrap();
     wait_file(&logs_a.join("vm-00001_vSPC.py.log"), b"before\r\n").await;
 
@@ -155,16 +171,17 @@ async fn a_client_on_b_uses_a_vm_held_by_a_as_if_it_were_local() {
 
 #[tokio::test]
 async fn modes_hold_across_instances_unknown_names_and_forged_tokens_are_refused() {
-    let Some(redis) = Redis::start().await else {
+    let Some(Site {
+        redis: _redis,
+        a,
+        b,
+        vm,
+        ..
+    }) = Site::start("modes", 2).await
+    else {
         eprintln!("skipped: redis-server is not installed");
         return;
     };
-    let (logs_a, logs_b) = (temp_dir("modes-a"), temp_dir("modes-b"));
-    let a = instance(&redis, "a", &logs_a).await;
-    let b = instance(&redis, "b", &logs_b).await;
-    let vm = TestVm::start(vm_config(2), Target::plain(a.vm_addrs[0]));
-    identified(&a, "vm-00002").await;
-    publish(&redis, &a, "a", "vm-00002").await;
 
     // A local client holds the VM exclusively: a writer from B is refused by A, and told.
     let mut holder = TestClient::connect(a.client_addr).await;

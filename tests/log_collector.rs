@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use support::*;
@@ -20,31 +20,6 @@ fn log_of(dir: &Path, n: u64) -> PathBuf {
         "{}.log",
         VmIdentity::numbered(n).vc_uuid.to_canonical()
     ))
-}
-
-/// Waits (bounded) until `path` holds exactly `expected`.
-async fn wait_file(path: &Path, expected: &[u8]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = std::fs::read(path).unwrap_or_default();
-        if got == expected {
-            return;
-        }
-        assert!(
-            expected.starts_with(&got),
-            "{} holds {:?}, expected {:?}",
-            path.display(),
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(expected)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "timed out on {}: {:?}",
-            path.display(),
-            String::from_utf8_lossy(&got)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

@@ -229,6 +229,31 @@ fn build_example(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("cargo did not report the example's executable: {stdout}"))
 }
 
+/// Waits (bounded) until `path` holds exactly `expected`.
+pub async fn wait_file(path: &std::path::Path, expected: &[u8]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = std::fs::read(path).unwrap_or_default();
+        if got == expected {
+            return;
+        }
+        assert!(
+            expected.starts_with(&got),
+            "{} holds {:?}, expected {:?}",
+            path.display(),
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out on {}: {:?}",
+            path.display(),
+            String::from_utf8_lossy(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A fresh scratch directory for one test.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vspc-test-{tag}-{}", std::process::id()));

@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vspc_concentrator::{VmId, VmSnapshot};
+use vspc_concentrator::{ClientSnapshot, VmId, VmSnapshot};
 
 use crate::hub::Hub;
 use crate::Shared;
@@ -76,6 +76,19 @@ pub(crate) async fn serve_admin(shared: Arc<Shared>, mut stream: TcpStream) {
     .await;
 }
 
+/// One client as the listing shows it.
+fn client_json(c: &ClientSnapshot) -> Value {
+    json!({
+        "id": c.id.0,
+        "peer": c.peer.to_string(),
+        "mode": c.mode,
+        "user": c.user,
+        "bytes_out": c.bytes_out,
+        "bytes_in": c.bytes_in,
+        "queued": c.queued,
+    })
+}
+
 /// One VM entry as the listing shows it.
 fn vm_json(hub: &Hub, vm: &VmSnapshot) -> Value {
     let (started, started_wall) = hub.started;
@@ -83,21 +96,7 @@ fn vm_json(hub: &Hub, vm: &VmSnapshot) -> Value {
         let wall = started_wall + at.saturating_duration_since(started);
         wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
     };
-    let clients: Vec<Value> = vm
-        .clients
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id.0,
-                "peer": c.peer.to_string(),
-                "mode": c.mode,
-                "user": c.user,
-                "bytes_out": c.bytes_out,
-                "bytes_in": c.bytes_in,
-                "queued": c.queued,
-            })
-        })
-        .collect();
+    let clients: Vec<Value> = vm.clients.iter().map(client_json).collect();
     let vmotions: Vec<Value> = vm
         .vmotions
         .iter()
@@ -195,22 +194,15 @@ pub(crate) fn listing(shared: &Shared) -> Value {
         .remote_clients()
         .into_iter()
         .filter_map(|c| {
-            let vm = c.remote?;
-            Some(json!({
-                "id": c.id.0,
-                "peer": c.peer.to_string(),
-                "mode": c.mode,
-                "user": c.user,
-                "bytes_out": c.bytes_out,
-                "bytes_in": c.bytes_in,
-                "queued": c.queued,
-                "vm": {
-                    "name": vm.name,
-                    "label": vm.label,
-                    "vc_uuid": vm.uuid,
-                    "instance": vm.instance,
-                },
-            }))
+            let vm = c.remote.as_ref()?;
+            let mut entry = client_json(&c);
+            entry["vm"] = json!({
+                "name": vm.name,
+                "label": vm.label,
+                "vc_uuid": vm.uuid,
+                "instance": vm.instance,
+            });
+            Some(entry)
         })
         .collect();
     json!({
