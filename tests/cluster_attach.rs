@@ -9,13 +9,12 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::redis::Redis;
 use support::*;
 use vspc_emulator::EmulatorEvent;
-use vspc_server::{Instance, RedisState, Server as Proxy, ServerConfig as Config, SharedState};
-use vspc_server::{SitePort, SiteVm};
+use vspc_server::{RedisState, Server as Proxy, ServerConfig as Config, SharedState, SiteVm};
 
 /// An instance of the site in `redis`, named `name`, its console logs in `logs`.
 async fn instance(redis: &Redis, name: &str, logs: &Path) -> Proxy {
@@ -27,30 +26,26 @@ async fn instance(redis: &Redis, name: &str, logs: &Path) -> Proxy {
     Proxy::start(config).await.unwrap()
 }
 
-/// Makes `proxy`'s VM `name` known to the site as held by instance `id`.
-async fn publish(redis: &Redis, proxy: &Proxy, id: &str, name: &str) {
-    let vm = vms(&proxy.snapshot())
-        .into_iter()
-        .find(|v| v["name"] == name)
-        .expect("the VM is listed");
+/// Waits (bounded) until the site's directory has `proxy`'s VM `name` held by instance `id`
+/// at `proxy`'s link listener (the instance claims its ports' leases by itself).
+async fn published(redis: &Redis, proxy: &Proxy, id: &str, name: &str) {
     let state = RedisState::new(&redis.url(), "vspc").unwrap();
-    let me = Instance {
-        id: id.to_owned(),
-        link: proxy
-            .link_addr
-            .expect("a clustered instance has a link listener"),
-    };
-    let port = SitePort {
-        uuid: vm["vc_uuid"].as_str().unwrap().to_owned(),
-        service_uri: vm["service_uri"].as_str().unwrap().to_owned(),
-        name: name.to_owned(),
-    };
-    state
-        .hold(&me, &[port], Duration::from_secs(60))
-        .await
-        .unwrap();
-    let found: Vec<SiteVm> = state.locate(name).await.unwrap();
-    assert_eq!(found.len(), 1, "{found:?}");
+    let link = proxy
+        .link_addr
+        .expect("a clustered instance has a link listener");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found: Vec<SiteVm> = state.locate(name).await.unwrap();
+        if let [one] = found.as_slice() {
+            assert_eq!((one.instance.id.as_str(), one.instance.link), (id, link));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not in the directory: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Instances `a` and `b` of a site in their own `redis-server`, and VM `n` held by `a`.
@@ -73,7 +68,7 @@ impl Site {
         let vm = TestVm::start(vm_config(n), Target::plain(a.vm_addrs[0]));
         let name = format!("vm-{n:05}");
         identified(&a, &name).await;
-        publish(&redis, &a, "a", &name).await;
+        published(&redis, &a, "a", &name).await;
         Some(Site {
             redis,
             a,
