@@ -8,31 +8,36 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::redis::Redis;
 use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use vspc_emulator::EmulatorEvent;
 use vspc_server::{RedisState, Server as Proxy, ServerConfig as Config, SharedState, SiteVm};
 
 /// An instance of the site in `redis`, named `name`, its console logs in `logs`.
 async fn instance(redis: &Redis, name: &str, logs: &Path) -> Proxy {
+    Proxy::start(site_config(redis, name, logs)).await.unwrap()
+}
+
+fn site_config(redis: &Redis, name: &str, logs: &Path) -> Config {
     let mut config = Config::ephemeral();
     config.cluster.redis_url = Some(redis.url());
     config.cluster.instance = Some(name.to_owned());
     config.log.dir = Some(logs.to_owned());
     config.log.flush_ms = 10;
-    Proxy::start(config).await.unwrap()
+    config
 }
 
-/// Waits (bounded) until the site's directory has `proxy`'s VM `name` held by instance `id`
-/// at `proxy`'s link listener (the instance claims its ports' leases by itself).
-async fn published(redis: &Redis, proxy: &Proxy, id: &str, name: &str) {
+/// Waits (bounded) until the site's directory has VM `name` held by instance `id`,
+/// reachable at `link` (an instance claims its ports' leases by itself).
+async fn published(redis: &Redis, name: &str, id: &str, link: SocketAddr) {
     let state = RedisState::new(&redis.url(), "vspc").unwrap();
-    let link = proxy
-        .link_addr
-        .expect("a clustered instance has a link listener");
     let deadline = Instant::now() + WAIT;
     loop {
         let found: Vec<SiteVm> = state.locate(name).await.unwrap();
@@ -68,7 +73,7 @@ impl Site {
         let vm = TestVm::start(vm_config(n), Target::plain(a.vm_addrs[0]));
         let name = format!("vm-{n:05}");
         identified(&a, &name).await;
-        published(&redis, &a, "a", &name).await;
+        published(&redis, &name, "a", a.link_addr.unwrap()).await;
         Some(Site {
             redis,
             a,
@@ -202,6 +207,27 @@ async fn modes_hold_across_instances_unknown_names_and_forged_tokens_are_refused
     remote.expect_exact(b"to both\r\n").await;
     assert_eq!(vm.received(), b"from a");
 
+    // A kick from B takes A's client's write lock: A tells its client who took it (B's
+    // client, as `peer@b`), and from then on only B's kicker writes.
+    let mut kicker = TestClient::connect(b.client_addr).await;
+    kicker.expect(b"or excl: ").await;
+    kicker
+        .send(
+            b"vm-00002 kick
+",
+        )
+        .await;
+    kicker
+        .expect(b"\r\n[vspc: attached to vm-00002 (excl)]\r\n")
+        .await;
+    holder.expect(b"@b (127.0.0.1:").await;
+    holder
+        .expect(b") took the write lock on vm-00002; you are read-only now]\r\n")
+        .await;
+    holder.send(b"lost").await;
+    kicker.send(b" kicked").await;
+    vm.wait_received(b"from a kicked").await;
+
     // A name no instance holds: today's answer.
     let mut lost = TestClient::connect(b.client_addr).await;
     lost.expect(b"or excl: ").await;
@@ -221,10 +247,84 @@ async fn modes_hold_across_instances_unknown_names_and_forged_tokens_are_refused
     let mut garbage = RawClient::connect(link).await;
     garbage.send(b"GET / HTTP/1.0\r\n\r\n").await;
     assert_eq!(garbage.read_until(b"\n").await, b"ERR malformed header\n");
-    assert_eq!(
-        vms(&a.snapshot())[0]["clients"].as_array().unwrap().len(),
-        2
-    );
+    // The refused links left no client behind: the holder, the watcher and the kicker.
+    let clients = vms(&a.snapshot())[0]["clients"].clone();
+    assert_eq!(clients.as_array().unwrap().len(), 3, "{clients:#}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A relay to `target` whose connections can all be cut at once (a network failure between
+/// two instances): its address, and the cut.
+async fn relay(target: SocketAddr) -> (SocketAddr, Arc<Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(Notify::new());
+    let cuts = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let cut = cuts.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.notified() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test]
+async fn a_link_cut_under_a_client_sends_it_back_to_its_menu_and_it_attaches_again() {
+    let Some(redis) = Redis::start().await else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    // A's link listener on a known port, advertised through the relay.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let (relayed, cut) = relay(listen).await;
+    let mut config = site_config(&redis, "a", &temp_dir("cut-a"));
+    config.cluster.link_listen = Some(listen);
+    config.cluster.link_advertise = Some(relayed);
+    let a = Proxy::start(config).await.unwrap();
+    assert_eq!(a.link_addr, Some(listen));
+    let b = instance(&redis, "b", &temp_dir("cut-b")).await;
+    let vm = TestVm::start(vm_config(3), Target::plain(a.vm_addrs[0]));
+    identified(&a, "vm-00003").await;
+    published(&redis, "vm-00003", "a", relayed).await;
+
+    let mut client = TestClient::connect(b.client_addr).await;
+    client.select("vm-00003").await;
+    client.send(b"one").await;
+    vm.wait_received(b"one").await;
+
+    // The link breaks: B's client is told and is back at its menu; A forgets the link's
+    // client.
+    cut.notify_waiters();
+    client
+        .expect(b"\r\n[vspc: a closed the link]\r\n\r\nvspc: 0 VM port(s)\r\n")
+        .await;
+    client.expect(b"or excl: ").await;
+    wait_snapshot(
+        "A without the link's client",
+        || a.snapshot(),
+        |s| vms(s)[0]["clients"].as_array().is_some_and(Vec::is_empty),
+    )
+    .await;
+
+    // It chooses the VM again, over a new link.
+    client.select("vm-00003").await;
+    client.send(b" two").await;
+    vm.wait_received(b"one two").await;
     a.shutdown().await;
     b.shutdown().await;
 }
