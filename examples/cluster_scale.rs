@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use redis::{delta, less, per, Calls, Redis};
+use redis::{delta, per, Calls, Redis};
 use serde::{Deserialize, Serialize};
 use support::fleet::{target, verify, Fleet, Typist};
 use support::proxy::{metric, percentile, rss, spawn_proxy, ProxyProc};
@@ -615,16 +615,11 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         }
         println!("{out}");
     };
-    // A phase's commands divided by `by`; `quiet` takes the idle rate out of them (the
-    // instances' background, lease renewals, runs on during every phase).
-    let redis = |c: &Column, phase: &Option<(Calls, f64)>, by: f64, quiet: bool| {
-        let (Some((calls, secs)), Some((idle, idle_secs))) = (phase, &c.idle_calls) else {
-            return "-".to_string();
-        };
-        match quiet {
-            true => per(&less(calls, idle, secs / idle_secs), by),
-            false => per(calls, by),
-        }
+    // A phase's commands by name, each divided by `by`.
+    let redis = |phase: &Option<(Calls, f64)>, by: f64| {
+        phase
+            .as_ref()
+            .map_or("-".into(), |(calls, _)| per(calls, by))
     };
     line("VMs held (identified)", &|c| {
         format!("{}/{}", c.held, c.vms)
@@ -639,7 +634,7 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         &format!("Redis commands/s, idle ({} s)", IDLE.as_secs()),
         &|c| {
             let secs = c.idle_calls.as_ref().map_or(1.0, |(_, secs)| *secs);
-            redis(c, &c.idle_calls, secs, false)
+            redis(&c.idle_calls, secs)
         },
     );
     line("GOAHEAD p50/p99 ms, one at a time", &|c| {
@@ -649,9 +644,9 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         Timings::p50_p99(&c.sampled.local)
     });
     line("  cross-instance", &|c| Timings::p50_p99(&c.sampled.cross));
-    line("Redis commands per vMotion, less idle rate", &|c| {
+    line("Redis commands per vMotion, one at a time", &|c| {
         let sampled = c.sampled.local.len() + c.sampled.cross.len();
-        redis(c, &c.sampled_calls, sampled.max(1) as f64, true)
+        redis(&c.sampled_calls, sampled.max(1) as f64)
     });
     line(
         &format!("vMotions/s (all, {} in flight)", cli.vmotions_in_flight),
@@ -686,16 +681,8 @@ fn print_table(cli: &Cli, columns: &[Column]) {
         let m = &c.moved;
         format!("{}/{} exact, {} B lost", m.exact, m.typists, m.lost)
     });
-    line("  Redis commands per vMotion, less idle rate", &|c| {
-        redis(c, &c.vmotion_calls, c.moved.completed().max(1) as f64, true)
-    });
-    line("    as counted", &|c| {
-        redis(
-            c,
-            &c.vmotion_calls,
-            c.moved.completed().max(1) as f64,
-            false,
-        )
+    line("  Redis commands per vMotion", &|c| {
+        redis(&c.vmotion_calls, c.moved.completed().max(1) as f64)
     });
     line("  destinations carried (metrics)", &|c| {
         c.carried.to_string()

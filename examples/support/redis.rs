@@ -113,17 +113,6 @@ pub(crate) fn delta(before: &Calls, after: &Calls) -> Calls {
     delta
 }
 
-/// `calls` less `background` times `scale`, by name (none below zero).
-pub(crate) fn less(calls: &Calls, background: &Calls, scale: f64) -> Calls {
-    let mut net = calls.clone();
-    for (name, n) in net.iter_mut() {
-        let quiet = background.get(name).map_or(0.0, |&b| b as f64 * scale);
-        *n = (*n as f64 - quiet).max(0.0).round() as u64;
-    }
-    net.retain(|_, n| *n > 0);
-    net
-}
-
 /// `total (NAME x, ...)`, each divided by `per`.
 pub(crate) fn per(calls: &Calls, per: f64) -> String {
     if calls.is_empty() {
