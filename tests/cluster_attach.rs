@@ -247,6 +247,16 @@ async fn modes_hold_across_instances_unknown_names_and_forged_tokens_are_refused
     let mut garbage = RawClient::connect(link).await;
     garbage.send(b"GET / HTTP/1.0\r\n\r\n").await;
     assert_eq!(garbage.read_until(b"\n").await, b"ERR malformed header\n");
+    // Connections that never send their header are bounded: with 64 of them waiting, the
+    // next is closed at once, without an answer.
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(RawClient::connect(link).await);
+    }
+    let mut over = RawClient::connect(link).await;
+    assert_eq!(over.expect_closed().await, b"");
+    drop(silent);
+
     // The refused links left no client behind: the holder, the watcher and the kicker.
     let clients = vms(&a.snapshot())[0]["clients"].clone();
     assert_eq!(clients.as_array().unwrap().len(), 3, "{clients:#}");

@@ -169,16 +169,39 @@ async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Option<St
 
 // ----- the owner's side -----
 
+/// Links that may be sending their header at once: past it a new connection is closed at
+/// once, so connections that never send one cannot pile up (each waits at most
+/// [`HANDSHAKE_TIMEOUT`]).
+const MAX_HANDSHAKES: usize = 64;
+
 /// Accepts links from the site's other instances until shutdown.
 pub(crate) async fn accept_links(shared: Arc<Shared>, listener: TcpListener, cluster: Cluster) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     crate::accept_loop(&shared, listener, "link", |stream, peer| {
-        tokio::spawn(serve_link(shared.clone(), cluster.clone(), stream, peer));
+        match handshakes.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_link(
+                    shared.clone(),
+                    cluster.clone(),
+                    stream,
+                    peer,
+                    permit,
+                ));
+            }
+            Err(_) => tracing::debug!(%peer, "too many links in their handshake: closed"),
+        }
     })
     .await;
 }
 
 /// Serves one link: the header, then the VM as a core client.
-async fn serve_link(shared: Arc<Shared>, cluster: Cluster, stream: TcpStream, peer: SocketAddr) {
+async fn serve_link(
+    shared: Arc<Shared>,
+    cluster: Cluster,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     crate::vm_conn::set_keepalive(&stream, LINK_KEEP_IDLE_SECS);
     let (reader, mut writer) = stream.into_split();
@@ -208,6 +231,7 @@ async fn serve_link(shared: Arc<Shared>, cluster: Cluster, stream: TcpStream, pe
         }
     };
     let ok = tokio::time::timeout(HANDSHAKE_TIMEOUT, writer.write_all(b"OK\n")).await;
+    drop(handshake);
     if !matches!(ok, Ok(Ok(()))) {
         shared.lock().client_closed(client);
         return;
