@@ -226,3 +226,19 @@ fn a_remote_client_a_budget_behind_stops_the_link_until_it_catches_up() {
     expected.extend_from_slice(&[b'y'; 1500]);
     assert_eq!(h.take_data(c), expected);
 }
+
+#[test]
+fn a_client_back_from_a_remote_vm_gets_a_whole_selection_timeout_again() {
+    let mut h = site();
+    let c = h.connect_client(Transport::Raw, None);
+    h.type_data(c, b"web-9\r");
+    h.core.attach_remote(c, web_9()).unwrap();
+    h.advance(Duration::from_secs(20));
+    h.core.handle_remote_closed(h.now, c, "instance-a closed the link");
+    h.run();
+    // Its first deadline (30 s after it connected) passes: it is choosing since 20 s only.
+    h.advance(Duration::from_secs(15));
+    assert_eq!(h.client(c).dropped, None);
+    h.advance(Duration::from_secs(16));
+    assert_eq!(h.client(c).dropped, Some(DropReason::SelectionTimeout));
+}
