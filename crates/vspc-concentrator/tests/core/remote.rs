@@ -234,7 +234,8 @@ fn a_client_back_from_a_remote_vm_gets_a_whole_selection_timeout_again() {
     h.type_data(c, b"web-9\r");
     h.core.attach_remote(c, web_9()).unwrap();
     h.advance(Duration::from_secs(20));
-    h.core.handle_remote_closed(h.now, c, "instance-a closed the link");
+    h.core
+        .handle_remote_closed(h.now, c, "instance-a closed the link");
     h.run();
     // Its first deadline (30 s after it connected) passes: it is choosing since 20 s only.
     h.advance(Duration::from_secs(15));
