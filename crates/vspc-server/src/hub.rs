@@ -48,18 +48,25 @@ pub(crate) struct Sticky {
     pub(crate) task: tokio::task::AbortHandle,
 }
 
-/// Claims a handover record, asking again for a moment when there is none yet: the owner
-/// stores it while its GOAHEAD travels, and a destination may be quicker than the store.
+/// How long a destination's instance keeps asking for a handover record that is not there
+/// yet: the owner stores it while its GOAHEAD travels, and a destination may be quicker
+/// than the store, more so under load.
+const CLAIM_PATIENCE: Duration = Duration::from_millis(1500);
+
+/// Claims a handover record, asking again for a moment when there is none yet: first after
+/// a pause of a couple of milliseconds (usually the record is a store round trip behind),
+/// then with pauses doubling up to a quarter second, until [`CLAIM_PATIENCE`].
 async fn claim_patiently(
     state: &dyn crate::SharedState,
     digest: &str,
 ) -> Result<Option<SocketAddr>, crate::SharedStateError> {
-    let mut pause = Duration::from_millis(25);
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
     loop {
         match state.claim(digest).await {
-            Ok(None) if pause < Duration::from_secs(1) => {
+            Ok(None) if started.elapsed() + pause < CLAIM_PATIENCE => {
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = (pause * 2).min(Duration::from_millis(250));
             }
             answer => return answer,
         }
