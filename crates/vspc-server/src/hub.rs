@@ -203,14 +203,15 @@ impl Hub {
     }
 
     /// The lease task's next round (`None` once the cluster is gone).
-    pub(crate) fn lease_work(&mut self, renewal: bool) -> Option<Work> {
-        self.owners.as_mut().map(|o| o.work(renewal))
+    pub(crate) fn lease_work(&mut self, renewal: bool, full: bool) -> Option<Work> {
+        self.owners.as_mut().map(|o| o.work(renewal, full))
     }
 
-    /// A store call of the lease task failed.
-    pub(crate) fn lease_error(&mut self) {
+    /// The store did not take the lease task's releases: count it, and ask again.
+    pub(crate) fn lease_release_failed(&mut self, ports: Vec<crate::SitePort>) {
         if let Some(owners) = self.owners.as_mut() {
             owners.errors += 1;
+            owners.release_failed(ports);
         }
     }
 

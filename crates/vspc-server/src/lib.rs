@@ -501,14 +501,13 @@ async fn start_cluster(
         .unwrap_or_else(|| SocketAddr::new(link_ip(config, advertise), 0));
     let listener = bind(listen).await?;
     let bound = local_addr(&listener, listen);
-    let me = Instance {
-        id: config
-            .cluster
-            .instance
-            .clone()
-            .unwrap_or_else(|| cluster::default_instance(advertise)),
-        link: config.cluster.link_advertise.unwrap_or(bound),
-    };
+    let id = config
+        .cluster
+        .instance
+        .clone()
+        .unwrap_or_else(|| cluster::default_instance(advertise));
+    let me = Instance::new(id, config.cluster.link_advertise.unwrap_or(bound))
+        .map_err(|e| ServerError::Config(ConfigError::Invalid(e.to_string())))?;
     tracing::info!(instance = %me.id, lease_ms = config.cluster.lease_ms, link = %bound, "sharing vMotions and VM port leases; listening for links from the site's other instances");
     let cluster = cluster::Cluster {
         state: state.clone(),
@@ -533,7 +532,7 @@ async fn release_all(shared: &Shared) {
         let hub = shared.lock();
         hub.shared_state()
             .zip(hub.owners.as_ref())
-            .map(|(state, o)| (state, o.me().id.clone(), o.held_ports()))
+            .map(|(state, o)| (state, o.me().clone(), o.held_ports()))
     };
     if let Some((state, me, ports)) = held.filter(|(_, _, ports)| !ports.is_empty()) {
         let released =

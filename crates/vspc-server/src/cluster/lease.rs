@@ -5,8 +5,10 @@
 //! A port joins this instance's set when the core binds a live connection to it (a new entry
 //! or a reconnect; a flagged duplicate within the instance never does) and leaves it when that
 //! connection goes. New ports are claimed in a batch a moment after they arrive (a connect
-//! storm is a few store calls, not one per VM); every port is renewed every third of the
-//! lease. What each answer means:
+//! storm is a few store calls, not one per VM); every third of the lease, one command renews
+//! the instance's lease and with it every port it holds. Only when that renewal finds the
+//! lease lapsed (the instance was away, or the store restarted empty) is every port asked
+//! for again. What each answer means:
 //! - [`Holding::Held`]: this instance is the port's owner, and writes its console log.
 //! - [`Holding::HeldBy`] for a port this connection never held: another instance's lease is
 //!   live (the VM has a second connection there, or reconnected here before that lease
@@ -221,18 +223,35 @@ impl Ownership {
             .collect()
     }
 
-    /// The next round: the releases, and every port (`renewal`) or the unanswered ones.
-    pub(crate) fn work(&mut self, renewal: bool) -> Work {
+    /// The next round: the releases, and the ports to claim: every port after this
+    /// instance's lease lapsed (`full`: others may hold them now, or a restarted store lost
+    /// them), the unanswered ones, and at a renewal the ones another instance held (its lease
+    /// may have lapsed since).
+    pub(crate) fn work(&mut self, renewal: bool, full: bool) -> Work {
         let claims = self
             .ports
             .iter()
-            .filter(|(_, t)| renewal || t.owner == Owner::Pending)
+            .filter(|(_, t)| match t.owner {
+                Owner::Pending => true,
+                Owner::HeldBy(_) => renewal,
+                Owner::Held => full,
+            })
             .map(|(vm, t)| (*vm, t.port.clone()))
             .collect();
         Work {
             releases: self.releases.drain().map(|(_, port)| port).collect(),
             claims,
             renewal,
+        }
+    }
+
+    /// Releases the store did not take: asked again next round (the ports stay held while
+    /// this instance renews its lease), unless the port's connection is back meanwhile.
+    pub(crate) fn release_failed(&mut self, ports: Vec<SitePort>) {
+        for port in ports {
+            if !self.ports.values().any(|t| t.port == port) {
+                self.releases.insert(port.digest(), port);
+            }
         }
     }
 
@@ -338,22 +357,32 @@ async fn run_leases(
         }
         let renewal = Instant::now() >= renew_at;
         let started = Instant::now();
-        let work = shared.lock().lease_work(renewal);
+        // One command renews the lease of every port held here; only a lapsed lease (or a
+        // store restarted empty) makes every port be asked for again.
+        let renewed = if renewal {
+            Some(state.renew(&me, lease).await)
+        } else {
+            None
+        };
+        let full = matches!(renewed, Some(Ok(false)));
+        let work = shared.lock().lease_work(renewal, full);
         let Some(work) = work else {
             return;
         };
         if !work.releases.is_empty() {
-            // A failed release costs nothing lasting: the lease lapses by itself.
-            if let Err(error) = state.release(&me.id, &work.releases).await {
-                tracing::debug!(%error, "releasing VM ports failed");
-                shared.lock().lease_error();
+            if let Err(error) = state.release(&me, &work.releases).await {
+                tracing::debug!(%error, "releasing VM ports failed: asked again next round");
+                shared.lock().lease_release_failed(work.releases.clone());
             }
         }
-        let answers = if work.renewal || !work.claims.is_empty() {
-            let ports: Vec<SitePort> = work.claims.iter().map(|(_, p)| p.clone()).collect();
-            Some(state.hold(&me, &ports, lease).await)
-        } else {
-            None
+        let answers = match renewed {
+            Some(Err(error)) => Some(Err(error)),
+            _ if !work.claims.is_empty() => {
+                let ports: Vec<SitePort> = work.claims.iter().map(|(_, p)| p.clone()).collect();
+                Some(state.hold(&me, &ports, lease).await)
+            }
+            Some(Ok(_)) => Some(Ok(Vec::new())),
+            None => None,
         };
         shared.lock().lease_settle(work, answers);
         if renewal {
@@ -389,10 +418,7 @@ mod tests {
 
     fn ownership() -> Ownership {
         Ownership::new(
-            Instance {
-                id: "a".to_owned(),
-                link: SocketAddr::from(([127, 0, 0, 1], 1)),
-            },
+            Instance::new("a", SocketAddr::from(([127, 0, 0, 1], 1))).unwrap(),
             Duration::from_secs(1),
         )
     }
@@ -405,7 +431,7 @@ mod tests {
         assert_eq!(o.gate(VmId(1), b"boot1;"), Gate::Kept);
         assert_eq!(o.gate(VmId(2), b"boot2;"), Gate::Kept);
         assert_eq!(o.label(VmId(1)), "pending");
-        let work = o.work(false);
+        let work = o.work(false, false);
         assert_eq!(work.claims.len(), 2);
         let answers = work
             .claims
@@ -426,23 +452,28 @@ mod tests {
         assert_eq!(o.gate(VmId(9), b"x"), Gate::Write(None));
         assert_eq!(o.label(VmId(9)), "unshared");
         // Nothing new: a round without renewal claims nothing.
-        assert!(o.work(false).claims.is_empty());
+        assert!(o.work(false, false).claims.is_empty());
     }
 
     #[test]
     fn a_held_port_seen_held_elsewhere_is_stale_and_never_claimed_again() {
         let mut o = ownership();
         o.connected(VmId(1), port(1));
-        let work = o.work(true);
+        let work = o.work(true, false);
         o.settle(work, Some(Ok(vec![Holding::Held])));
-        let work = o.work(true);
+        // While the lease is renewed in time, a renewal asks for no held port again.
+        let work = o.work(true, false);
+        assert!(work.claims.is_empty());
+        o.settle(work, Some(Ok(Vec::new())));
+        // The lease lapsed: every port is asked for, and one held elsewhere now is stale.
+        let work = o.work(true, true);
         let settled = o.settle(work, Some(Ok(vec![Holding::HeldBy("b".to_owned())])));
         assert_eq!(settled.stale, [(VmId(1), "b".to_owned())]);
-        assert!(o.work(true).claims.is_empty());
+        assert!(o.work(true, true).claims.is_empty());
         // Its connection closing releases nothing (it was not held here any more).
         o.gone(VmId(1));
-        assert!(o.work(true).releases.is_empty());
-        assert_eq!(o.renewals, 2);
+        assert!(o.work(true, false).releases.is_empty());
+        assert_eq!(o.renewals, 3);
     }
 
     #[test]
@@ -450,22 +481,25 @@ mod tests {
         let mut o = ownership();
         o.connected(VmId(1), port(1));
         o.connected(VmId(2), port(2));
-        let work = o.work(false);
+        let work = o.work(false, false);
         let answers = vec![Holding::Held; work.claims.len()];
         o.settle(work, Some(Ok(answers)));
         o.gone(VmId(1));
-        let work = o.work(false);
+        let work = o.work(false, false);
         assert_eq!(work.releases, [port(1)]);
         // Port 3 connects, and goes while its claim is under way: what it won is released.
         o.connected(VmId(3), port(3));
-        let work = o.work(false);
+        let work = o.work(false, false);
         o.gone(VmId(3));
         o.settle(work, Some(Ok(vec![Holding::Held])));
-        assert_eq!(o.work(false).releases, [port(3)]);
+        assert_eq!(o.work(false, false).releases, [port(3)]);
         // A port that reconnects before its release went out is not released.
         o.gone(VmId(2));
         o.connected(VmId(4), port(2));
-        assert!(o.work(false).releases.is_empty());
+        assert!(o.work(false, false).releases.is_empty());
+        // A release the store did not take is asked again, unless the port came back.
+        o.release_failed(vec![port(3), port(2)]);
+        assert_eq!(o.work(false, false).releases, [port(3)]);
     }
 
     #[test]
@@ -473,7 +507,7 @@ mod tests {
         let mut o = ownership();
         o.connected(VmId(1), port(1));
         assert_eq!(o.gate(VmId(1), b"early;"), Gate::Kept);
-        let work = o.work(false);
+        let work = o.work(false, false);
         let settled = o.settle(
             work,
             Some(Err(SharedStateError::Unavailable("down".to_owned()))),
@@ -486,7 +520,7 @@ mod tests {
         o.connected(VmId(2), port(2));
         assert_eq!(o.gate(VmId(2), b"x"), Gate::Write(None));
         // Back: the renewal holds both.
-        let work = o.work(true);
+        let work = o.work(true, false);
         assert_eq!(work.claims.len(), 2);
         o.settle(work, Some(Ok(vec![Holding::Held, Holding::Held])));
         assert!(o.store_up());

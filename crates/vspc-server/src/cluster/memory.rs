@@ -19,10 +19,11 @@ pub struct MemoryState {
 #[derive(Debug, Default)]
 struct Inner {
     handovers: HashMap<String, (SocketAddr, Instant)>,
-    /// Instance id → its link address, until.
-    instances: HashMap<String, (SocketAddr, Instant)>,
-    /// Port digest → the port, its holder, until.
-    ports: HashMap<String, (SitePort, String, Instant)>,
+    /// Instance id → its announcement, until.
+    instances: HashMap<String, (Instance, Instant)>,
+    /// Port digest → the port, and its holder's id and incarnation (held while that
+    /// announcement lives).
+    ports: HashMap<String, (SitePort, String, u64)>,
     token: Option<String>,
 }
 
@@ -30,7 +31,23 @@ impl Inner {
     fn expire(&mut self, now: Instant) {
         self.handovers.retain(|_, (_, until)| *until > now);
         self.instances.retain(|_, (_, until)| *until > now);
-        self.ports.retain(|_, (_, _, until)| *until > now);
+        let instances = &self.instances;
+        self.ports.retain(|_, (_, holder, incarnation)| {
+            instances
+                .get(holder)
+                .is_some_and(|(me, _)| me.incarnation == *incarnation)
+        });
+    }
+
+    /// Announces `me` until `until`; whether this very run's announcement was live.
+    fn announce(&mut self, me: &Instance, until: Instant) -> bool {
+        let before = self.instances.insert(me.id.clone(), (me.clone(), until));
+        let continuous = before.as_ref().is_some_and(|(was, _)| was == me);
+        if before.is_some() && !continuous {
+            // A new run under the same name: the last run's ports are not its own.
+            self.expire(Instant::now());
+        }
+        continuous
     }
 
     fn held(&self, filter: impl Fn(&SitePort) -> bool) -> Vec<SiteVm> {
@@ -38,13 +55,10 @@ impl Inner {
             .values()
             .filter(|(port, _, _)| filter(port))
             .filter_map(|(port, holder, _)| {
-                let (link, _) = self.instances.get(holder)?;
+                let (instance, _) = self.instances.get(holder)?;
                 Some(SiteVm {
                     port: port.clone(),
-                    instance: Instance {
-                        id: holder.clone(),
-                        link: *link,
-                    },
+                    instance: instance.clone(),
                 })
             })
             .collect()
@@ -71,6 +85,12 @@ impl SharedState for MemoryState {
         Box::pin(async move { Ok(owner) })
     }
 
+    fn renew(&self, me: &Instance, lease: Duration) -> StateFuture<'_, bool> {
+        let until = Instant::now() + lease;
+        let continuous = self.with(|inner| inner.announce(me, until));
+        Box::pin(async move { Ok(continuous) })
+    }
+
     fn hold(
         &self,
         me: &Instance,
@@ -79,21 +99,18 @@ impl SharedState for MemoryState {
     ) -> StateFuture<'_, Vec<Holding>> {
         let until = Instant::now() + lease;
         let answers = self.with(|inner| {
-            inner.instances.insert(me.id.clone(), (me.link, until));
+            inner.announce(me, until);
             ports
                 .iter()
                 .map(|port| {
                     let digest = port.digest();
-                    match inner.ports.get_mut(&digest) {
+                    // Expired holders' ports are gone already (`expire`).
+                    match inner.ports.get(&digest) {
                         Some((_, holder, _)) if *holder != me.id => Holding::HeldBy(holder.clone()),
-                        Some((_, _, held_until)) => {
-                            *held_until = until;
-                            Holding::Held
-                        }
-                        None => {
+                        _ => {
                             inner
                                 .ports
-                                .insert(digest, (port.clone(), me.id.clone(), until));
+                                .insert(digest, (port.clone(), me.id.clone(), me.incarnation));
                             Holding::Held
                         }
                     }
@@ -103,15 +120,14 @@ impl SharedState for MemoryState {
         Box::pin(async move { Ok(answers) })
     }
 
-    fn release(&self, me: &str, ports: &[SitePort]) -> StateFuture<'_, ()> {
+    fn release(&self, me: &Instance, ports: &[SitePort]) -> StateFuture<'_, ()> {
         self.with(|inner| {
             for port in ports {
                 let digest = port.digest();
-                if inner
-                    .ports
-                    .get(&digest)
-                    .is_some_and(|(_, holder, _)| holder == me)
-                {
+                let mine = |(_, holder, incarnation): &(SitePort, String, u64)| {
+                    *holder == me.id && *incarnation == me.incarnation
+                };
+                if inner.ports.get(&digest).is_some_and(mine) {
                     inner.ports.remove(&digest);
                 }
             }

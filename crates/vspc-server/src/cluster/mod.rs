@@ -9,13 +9,14 @@
 //! PEER and completes the vMotion itself, so its clients stay where they are and its console
 //! log stays its own.
 //!
-//! **The directory.** Each instance holds the VM ports whose live connection it has under a
-//! renewable lease ([`SharedState::hold`]): a port is held by one instance at a time, a
-//! lease another instance keeps renewing is never taken over (a second live connection
-//! claiming a held identity is a duplicate, as within one instance), and a lease that lapses
-//! (its instance died, or lost the store for longer than the lease) is free for the instance
-//! the VM reconnected to. An instance that comes back after its leases lapsed learns at its
-//! next renewal which of its ports others hold now, and claims none of them. The directory
+//! **The directory.** Each instance holds the VM ports whose live connection it has
+//! ([`SharedState::hold`]) under one renewable lease, its announcement
+//! ([`SharedState::renew`]): a port is held by one instance at a time, a port whose holder
+//! keeps renewing is never taken over (a second live connection claiming a held identity is
+//! a duplicate, as within one instance), and the ports of an instance whose lease lapses (it
+//! died, or lost the store for longer than the lease) are free for the instances their VMs
+//! reconnect to. An instance that comes back after its lease lapsed learns so from its next
+//! renewal, asks again for each of its ports, and claims none that others hold now. The directory
 //! answers which instance holds a port and how to reach it ([`SharedState::locate`],
 //! [`SharedState::site`]).
 //!
@@ -98,6 +99,24 @@ pub struct Instance {
     pub id: String,
     /// Where it accepts attaches from the other instances' clients.
     pub link: SocketAddr,
+    /// Which run of the instance this is: an instance restarted under the same name is a new
+    /// incarnation, so the ports its previous run held are not taken for its own.
+    pub incarnation: u64,
+}
+
+impl Instance {
+    /// This run of instance `id`, reached at `link`: a fresh random incarnation.
+    pub fn new(id: impl Into<String>, link: SocketAddr) -> Result<Instance, SharedStateError> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            SharedStateError::Unavailable(format!("no randomness for the incarnation: {e}"))
+        })?;
+        Ok(Instance {
+            id: id.into(),
+            link,
+            incarnation: u64::from_le_bytes(bytes),
+        })
+    }
 }
 
 /// A VM port of the site, with the instance holding its live connection.
@@ -129,10 +148,17 @@ pub trait SharedState: Send + Sync + 'static {
     /// Takes the record for `digest`: `Some(owner)` once, `None` for every later claim or
     /// an unknown or expired digest.
     fn claim(&self, digest: &str) -> StateFuture<'_, Option<SocketAddr>>;
-    /// Announces `me` and claims or renews its lease on each of `ports` for `lease`: a port
-    /// nobody holds (new, lapsed, or lost with a restarted store) becomes `me`'s, `me`'s own
-    /// lease is extended, another instance's live lease is left alone. One answer per port,
-    /// in order. Called with no ports, it renews the announcement only.
+    /// Renews `me`'s announcement for `lease`, and with it every port `me` holds: a port is
+    /// held as long as its holder's announcement lives, so a renewal is one store command
+    /// however many ports the instance holds. `false`: the announcement had lapsed (this
+    /// instance was away longer than the lease, or the store restarted empty), so others may
+    /// hold its ports now or the store may have lost them: [`hold`](Self::hold) them again
+    /// to learn which.
+    fn renew(&self, me: &Instance, lease: Duration) -> StateFuture<'_, bool>;
+    /// Announces `me` for `lease` (as [`renew`](Self::renew)) and claims each of `ports`: a
+    /// port nobody holds (new, or its holder's announcement lapsed, or lost with a restarted
+    /// store) becomes `me`'s, one `me` holds stays so, one whose holder's announcement is
+    /// live is left alone. One answer per port, in order.
     fn hold(
         &self,
         me: &Instance,
@@ -140,7 +166,7 @@ pub trait SharedState: Send + Sync + 'static {
         lease: Duration,
     ) -> StateFuture<'_, Vec<Holding>>;
     /// Gives up `me`'s leases on `ports` (their connections closed); others' stay untouched.
-    fn release(&self, me: &str, ports: &[SitePort]) -> StateFuture<'_, ()>;
+    fn release(&self, me: &Instance, ports: &[SitePort]) -> StateFuture<'_, ()>;
     /// The held ports that `selector` names: a name or a VC UUID (canonical, compact or vmx
     /// form), optionally followed by `/label` (the `port=` of the service URI, or the whole
     /// URI), as a client selects a VM. Entry numbers are each instance's own: they match

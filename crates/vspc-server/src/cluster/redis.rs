@@ -3,14 +3,17 @@
 //! Keys, under the site's prefix `P` (a standalone server or a primary; Redis Cluster is not
 //! supported, since the scripts touch keys they compute):
 //! - `P:handover:{digest}`: a vMotion's owner address (`SET … PX`), claimed with `GETDEL`;
-//! - `P:instance:{id}`: an instance's link address, under the instance's lease;
-//! - `P:port:{digest}`: the id of the instance holding a VM port, under that lease;
+//! - `P:instance:{id}`: `{incarnation} {link address}` of an instance's current run, under
+//!   its lease (renewed with one `SET … PX … GET`, which also tells whether it had lapsed);
+//! - `P:port:{digest}`: `{incarnation} {id}` of the run holding a VM port, held while that
+//!   run's lease lives (a restarted instance is a new run: its last run's ports are free);
 //! - `P:ports`: a hash of port digest → the port (JSON), and the indexes `P:name:{name}` and
-//!   `P:uuid:{compact uuid}` (sets of digests) that `locate` reads; entries whose lease
-//!   lapsed are removed by the reads that meet them;
+//!   `P:uuid:{compact uuid}` (sets of digests) that `locate` reads; the entries of an
+//!   instance whose lease lapsed are removed by the reads that meet them;
 //! - `P:site:token`: the site's shared secret (`SET NX`).
 //!
-//! Each lease operation is one Lua script, so a port's check and claim are atomic.
+//! Each claim, release and read of ports is one Lua script, so a port's check and claim are
+//! atomic.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,40 +50,64 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// store's single thread for long.
 const HOLD_BATCH: usize = 500;
 
-/// Claims or renews ports. ARGV: prefix, instance id, lease (ms), link address, then per
-/// port: digest, record, name, compact UUID. Returns per port `""` (held) or the holder.
-const HOLD: &str = r"
-local p, me, lease = ARGV[1], ARGV[2], ARGV[3]
-redis.call('SET', p .. ':instance:' .. me, ARGV[4], 'PX', lease)
+/// The Lua function the scripts share: the id and link of a port's holder if its run's
+/// lease lives, else nil.
+macro_rules! live_holder {
+    () => {
+        r"
+local function live(p, holder)
+  if not holder then return nil end
+  local incarnation, id = string.match(holder, '^(%d+) (.*)$')
+  if not id then return nil end
+  local announced = redis.call('GET', p .. ':instance:' .. id)
+  if not announced then return nil end
+  local current, link = string.match(announced, '^(%d+) (.*)$')
+  if current ~= incarnation then return nil end
+  return id, link
+end
+"
+    };
+}
+
+/// Claims ports. ARGV: prefix, instance id, lease (ms), link address, incarnation, then per
+/// port: digest, record, name, compact UUID. Returns per port `""` (held) or the live holder.
+const HOLD: &str = concat!(
+    live_holder!(),
+    r"
+local p, me, lease, incarnation = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+redis.call('SET', p .. ':instance:' .. me, incarnation .. ' ' .. ARGV[4], 'PX', lease)
+local mine = incarnation .. ' ' .. me
 local out = {}
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local digest = ARGV[i]
   local key = p .. ':port:' .. digest
   local holder = redis.call('GET', key)
-  if holder == me then
-    redis.call('PEXPIRE', key, lease)
-    out[#out + 1] = ''
-  elseif holder then
-    out[#out + 1] = holder
+  local other = holder ~= mine and live(p, holder)
+  if other then
+    out[#out + 1] = other
   else
-    redis.call('SET', key, me, 'PX', lease)
-    redis.call('HSET', p .. ':ports', digest, ARGV[i + 1])
-    redis.call('SADD', p .. ':name:' .. ARGV[i + 2], digest)
-    redis.call('SADD', p .. ':uuid:' .. ARGV[i + 3], digest)
+    if holder ~= mine then
+      redis.call('SET', key, mine)
+      redis.call('HSET', p .. ':ports', digest, ARGV[i + 1])
+      redis.call('SADD', p .. ':name:' .. ARGV[i + 2], digest)
+      redis.call('SADD', p .. ':uuid:' .. ARGV[i + 3], digest)
+    end
     out[#out + 1] = ''
   end
 end
 return out
-";
+"
+);
 
-/// Releases ports held by this instance. ARGV: prefix, instance id, then per port: digest,
-/// name, compact UUID.
+/// Releases ports held by this run. ARGV: prefix, instance id, incarnation, then per port:
+/// digest, name, compact UUID.
 const RELEASE: &str = r"
-local p, me = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 3 do
+local p = ARGV[1]
+local mine = ARGV[3] .. ' ' .. ARGV[2]
+for i = 4, #ARGV, 3 do
   local digest = ARGV[i]
   local key = p .. ':port:' .. digest
-  if redis.call('GET', key) == me then
+  if redis.call('GET', key) == mine then
     redis.call('DEL', key)
     redis.call('HDEL', p .. ':ports', digest)
     redis.call('SREM', p .. ':name:' .. ARGV[i + 1], digest)
@@ -90,50 +117,59 @@ end
 return 0
 ";
 
-/// The held ports of one index (`name:{name}` or `uuid:{compact}`), as record, holder, link
-/// triples; drops the index's entries whose lease lapsed. ARGV: prefix, index.
-const LOCATE: &str = r"
+/// The held ports of one index (`name:{name}` or `uuid:{compact}`), as record, holder
+/// (`{incarnation} {id}`), link triples; drops the index's entries that no live run holds. ARGV: prefix, index.
+const LOCATE: &str = concat!(
+    live_holder!(),
+    r"
 local p = ARGV[1]
 local index = p .. ':' .. ARGV[2]
 local out = {}
 for _, digest in ipairs(redis.call('SMEMBERS', index)) do
-  local holder = redis.call('GET', p .. ':port:' .. digest)
-  if holder then
-    local record = redis.call('HGET', p .. ':ports', digest)
-    local link = redis.call('GET', p .. ':instance:' .. holder)
-    if record and link then
-      out[#out + 1] = record
-      out[#out + 1] = holder
-      out[#out + 1] = link
-    end
+  local key = p .. ':port:' .. digest
+  local holder = redis.call('GET', key)
+  local id, link = live(p, holder)
+  local record = redis.call('HGET', p .. ':ports', digest)
+  if id and record then
+    out[#out + 1] = record
+    out[#out + 1] = holder
+    out[#out + 1] = link
   else
     redis.call('SREM', index, digest)
+    if holder then
+      redis.call('DEL', key)
+      redis.call('HDEL', p .. ':ports', digest)
+    end
   end
 end
 return out
-";
+"
+);
 
-/// Every held port, as record, holder, link triples; drops the records whose lease lapsed
+/// Every held port, as record, holder (`{incarnation} {id}`), link triples; drops the ports that no live run holds
 /// (their indexes are cleaned by `LOCATE`). ARGV: prefix.
-const SITE: &str = r"
+const SITE: &str = concat!(
+    live_holder!(),
+    r"
 local p = ARGV[1]
 local all = redis.call('HGETALL', p .. ':ports')
 local out = {}
 for i = 1, #all, 2 do
-  local holder = redis.call('GET', p .. ':port:' .. all[i])
-  if holder then
-    local link = redis.call('GET', p .. ':instance:' .. holder)
-    if link then
-      out[#out + 1] = all[i + 1]
-      out[#out + 1] = holder
-      out[#out + 1] = link
-    end
+  local key = p .. ':port:' .. all[i]
+  local holder = redis.call('GET', key)
+  local id, link = live(p, holder)
+  if id then
+    out[#out + 1] = all[i + 1]
+    out[#out + 1] = holder
+    out[#out + 1] = link
   else
+    redis.call('DEL', key)
     redis.call('HDEL', p .. ':ports', all[i])
   end
 end
 return out
-";
+"
+);
 
 impl RedisState {
     /// A store at `url` (`redis://host:port/db`); keys start with `prefix`. Connects on first
@@ -222,16 +258,16 @@ impl RedisState {
         triples
             .chunks_exact(3)
             .map(|triple| {
-                let port: SitePort = serde_json::from_str(&triple[0])
-                    .map_err(|_| SharedStateError::BadRecord(triple[0].clone()))?;
-                let link = triple[2]
-                    .parse()
-                    .map_err(|_| SharedStateError::BadRecord(triple[2].clone()))?;
+                let bad = |field: &String| SharedStateError::BadRecord(field.clone());
+                let port: SitePort =
+                    serde_json::from_str(&triple[0]).map_err(|_| bad(&triple[0]))?;
+                let (incarnation, id) = triple[1].split_once(' ').ok_or_else(|| bad(&triple[1]))?;
                 Ok(SiteVm {
                     port,
                     instance: Instance {
-                        id: triple[1].clone(),
-                        link,
+                        id: id.to_owned(),
+                        link: triple[2].parse().map_err(|_| bad(&triple[2]))?,
+                        incarnation: incarnation.parse().map_err(|_| bad(&triple[1]))?,
                     },
                 })
             })
@@ -260,6 +296,20 @@ impl SharedState for RedisState {
         })
     }
 
+    fn renew(&self, me: &Instance, lease: Duration) -> StateFuture<'_, bool> {
+        let mut cmd = redis::cmd("SET");
+        let announcement = format!("{} {}", me.incarnation, me.link);
+        cmd.arg(self.key("instance", &me.id))
+            .arg(&announcement)
+            .arg("PX")
+            .arg(lease.as_millis().max(1) as u64)
+            .arg("GET");
+        Box::pin(async move {
+            let before: Option<String> = self.query(cmd).await?;
+            Ok(before.as_deref() == Some(announcement.as_str()))
+        })
+    }
+
     fn hold(
         &self,
         me: &Instance,
@@ -271,6 +321,7 @@ impl SharedState for RedisState {
             me.id.clone(),
             lease.as_millis().max(1).to_string(),
             me.link.to_string(),
+            me.incarnation.to_string(),
         ];
         let mut batches: Vec<Vec<String>> = Vec::new();
         for chunk in ports.chunks(HOLD_BATCH) {
@@ -303,8 +354,12 @@ impl SharedState for RedisState {
         })
     }
 
-    fn release(&self, me: &str, ports: &[SitePort]) -> StateFuture<'_, ()> {
-        let mut args = vec![self.prefix.clone(), me.to_owned()];
+    fn release(&self, me: &Instance, ports: &[SitePort]) -> StateFuture<'_, ()> {
+        let mut args = vec![
+            self.prefix.clone(),
+            me.id.clone(),
+            me.incarnation.to_string(),
+        ];
         for port in ports {
             args.push(port.digest());
             args.push(port.name.clone());

@@ -13,10 +13,7 @@ fn port(uuid: &str, service_uri: &str, name: &str) -> SitePort {
 }
 
 fn instance(id: &str, port: u16) -> Instance {
-    Instance {
-        id: id.into(),
-        link: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
+    Instance::new(id, SocketAddr::from(([127, 0, 0, 1], port))).unwrap()
 }
 
 const UUID: &str = "56 4d 12 34 56 78 9a bc-de f0 11 22 33 44 55 66";
@@ -36,6 +33,8 @@ async fn semantics(state: &dyn SharedState) {
     assert_eq!(state.claim("d").await.unwrap(), Some(owner));
     assert_eq!(state.claim("d").await.unwrap(), None);
 
+    // A run never announced has no lease to renew.
+    assert!(!state.renew(&a, lease).await.unwrap());
     // A port nobody holds is held by the first instance; the other sees who holds it.
     let held = state
         .hold(&a, &[console.clone(), com2.clone()], lease)
@@ -85,19 +84,15 @@ async fn semantics(state: &dyn SharedState) {
     assert!(by("web-2").await.is_empty());
     assert_eq!(state.site().await.unwrap().len(), 2);
 
-    // Renewed, the lease outlives its first term; released, the port is free for b.
+    // Renewed (one command, however many ports), the lease outlives its first term.
     for _ in 0..3 {
         tokio::time::sleep(lease / 2).await;
-        assert_eq!(
-            state
-                .hold(&a, &[console.clone(), com2.clone()], lease)
-                .await
-                .unwrap(),
-            [Holding::Held, Holding::Held]
-        );
+        assert!(state.renew(&a, lease).await.unwrap());
+        assert_eq!(by("web-1").await.len(), 2);
     }
+    // Released, a port is free for b.
     state
-        .release("b", std::slice::from_ref(&console))
+        .release(&b, std::slice::from_ref(&console))
         .await
         .unwrap();
     assert_eq!(
@@ -106,7 +101,7 @@ async fn semantics(state: &dyn SharedState) {
         "b cannot release a's port"
     );
     state
-        .release("a", std::slice::from_ref(&console))
+        .release(&a, std::slice::from_ref(&console))
         .await
         .unwrap();
     assert_eq!(
@@ -121,23 +116,39 @@ async fn semantics(state: &dyn SharedState) {
         ["vSPC.py?port=console@b=127.0.0.1:1002"]
     );
 
-    // a stops renewing (it died, or lost the store): its lease lapses, b takes the port, and
-    // a coming back claims nothing b holds.
+    // Both stop renewing (died, or lost the store): their ports lapse with their leases.
     tokio::time::sleep(lease + Duration::from_millis(200)).await;
-    assert!(by("web-1/com2").await.is_empty());
+    assert!(by("web-1").await.is_empty());
+    assert!(state.site().await.unwrap().is_empty());
+    // b comes back first and takes com2 (its VM reconnected there); a, back, learns its lease
+    // lapsed, and claims nothing b holds; its console is its own again.
+    let one = |p: &SitePort| std::slice::from_ref(p).to_vec();
     assert_eq!(
-        state
-            .hold(&b, std::slice::from_ref(&com2), lease)
-            .await
-            .unwrap(),
+        state.hold(&b, &one(&com2), lease).await.unwrap(),
         [Holding::Held]
     );
+    assert!(!state.renew(&a, lease).await.unwrap());
     assert_eq!(
         state
-            .hold(&a, std::slice::from_ref(&com2), lease)
+            .hold(&a, &[com2.clone(), console.clone()], lease)
             .await
             .unwrap(),
-        [Holding::HeldBy("b".into())]
+        [Holding::HeldBy("b".into()), Holding::Held]
+    );
+    assert!(state.renew(&a, lease).await.unwrap());
+
+    // a restarts under the same name before its lease lapses: the new run is not the old
+    // one, so the old run's ports are free for whoever the VMs reconnect to.
+    let a_again = instance("a", 1001);
+    assert!(!state.renew(&a_again, lease).await.unwrap());
+    assert!(by("web-1/console").await.is_empty());
+    assert_eq!(
+        state.hold(&b, &one(&console), lease).await.unwrap(),
+        [Holding::Held]
+    );
+    assert!(
+        !state.renew(&a, lease).await.unwrap(),
+        "the old run is over"
     );
 
     // One token for the site.
