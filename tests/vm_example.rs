@@ -44,12 +44,7 @@ async fn start_proxy(dir: &std::path::Path, tls: bool) -> Started {
         }
         false => None,
     };
-    let clients = line_after(&mut lines, "clients telnet ")
-        .await
-        .parse()
-        .unwrap();
-    let admin = line_after(&mut lines, "admin http://").await;
-    let admin = admin.split_once('/').unwrap().0.parse().unwrap();
+    let (clients, admin) = clients_and_admin(&mut lines).await;
     Started {
         _child: child,
         _lines: lines,

@@ -19,6 +19,8 @@ pub use vspc_testkit::{
 
 pub mod cdp;
 pub mod redis;
+pub mod typing;
+pub mod vip;
 pub mod web;
 
 /// A test VM: numbered identity (`vm-0000n`), no COM-PORT offer, a large record of what its
@@ -287,6 +289,15 @@ pub async fn line_after(lines: &mut StartupLines, prefix: &str) -> String {
             return rest.to_owned();
         }
     }
+}
+
+/// The proxy example's client and admin addresses, from its start-up lines (after the VM
+/// listeners').
+pub async fn clients_and_admin(lines: &mut StartupLines) -> (SocketAddr, SocketAddr) {
+    let clients = line_after(lines, "clients telnet ").await.parse().unwrap();
+    let admin = line_after(lines, "admin http://").await;
+    let admin = admin.split_once('/').unwrap().0.parse().unwrap();
+    (clients, admin)
 }
 
 /// The proxy example on ephemeral loopback ports, no admin listener, console logs named

@@ -9,6 +9,16 @@ use tokio::net::TcpStream;
 
 use super::WAIT;
 
+/// `redis-server` on `addr`, not persisting anything (`None` if it cannot be run).
+fn spawn(addr: SocketAddr) -> Option<std::process::Child> {
+    std::process::Command::new("redis-server")
+        .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()
+}
+
 /// A `redis-server` of the test's own on a free loopback port; killed when dropped.
 pub struct Redis {
     child: std::process::Child,
@@ -29,22 +39,36 @@ impl Redis {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .ok()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let redis = Redis {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: spawn(addr)?,
+            addr,
         };
+        redis.wait_up().await;
+        Some(redis)
+    }
+
+    /// Kills the server (SIGKILL: nothing saved); the store is unreachable until
+    /// [`restart`](Self::restart).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts an empty server again on the same port (after [`kill`](Self::kill)), as a
+    /// restarted store without persistence comes back.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.addr).expect("redis-server runs again");
+        self.wait_up().await;
+    }
+
+    async fn wait_up(&self) {
         let deadline = Instant::now() + WAIT;
-        while redis.command(&["PING"]).await.as_deref() != Some("+PONG") {
+        while self.command(&["PING"]).await.as_deref() != Some("+PONG") {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(redis)
     }
 
     pub fn url(&self) -> String {
