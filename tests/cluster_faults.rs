@@ -139,27 +139,14 @@ impl Node {
         }
     }
 
-    /// The console log of VM `name` so far.
-    fn log(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.logs.join(format!("{name}.log"))).unwrap_or_default()
+    /// The console log of VM `name`.
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
     }
 
-    /// Waits (bounded) until the console log of `name` holds exactly `expected`.
-    async fn wait_log(&self, name: &str, expected: &[u8]) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let log = self.log(name);
-            if log == expected {
-                return;
-            }
-            assert!(
-                expected.starts_with(&log) && Instant::now() < deadline,
-                "log of {name}: {:?}, expected {:?}",
-                String::from_utf8_lossy(&log),
-                String::from_utf8_lossy(expected)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// The console log of VM `name` so far.
+    fn log(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.log_path(name)).unwrap_or_default()
     }
 }
 
@@ -200,7 +187,7 @@ async fn a_killed_instance_s_vm_is_held_by_another_once_its_lease_lapsed() {
     prints(&vm, &mut on_a, b"on a\r\n").await;
     on_a.send(b"typed on a;").await;
     vm.wait_received(b"typed on a;").await;
-    a.wait_log("vm-00060", b"on a\r\n").await;
+    wait_file(&a.log_path("vm-00060"), b"on a\r\n").await;
 
     let killed = Instant::now();
     a.child.start_kill().unwrap();
@@ -221,7 +208,7 @@ async fn a_killed_instance_s_vm_is_held_by_another_once_its_lease_lapsed() {
     on_b.send(b"typed on b").await;
     vm.wait_received(b"typed on a;typed on b").await;
     // Each instance logged what it held.
-    b.wait_log("vm-00060", b"on b\r\n").await;
+    wait_file(&b.log_path("vm-00060"), b"on b\r\n").await;
     assert_eq!(a.log("vm-00060"), b"on a\r\n");
     assert!(b.metrics().await.contains("vspc_ports_held 1\n"));
 }
@@ -294,7 +281,7 @@ async fn a_redis_restart_loses_nothing_and_the_directory_comes_back() {
     vm.wait_received(&done.typed).await;
     client.expect_exact(&done.printed[read..]).await;
     // Nothing lost locally: A's log holds every byte the VM printed, outage included.
-    a.wait_log("vm-00061", &done.printed).await;
+    wait_file(&a.log_path("vm-00061"), &done.printed).await;
     let metrics = b.metrics().await;
     assert!(
         metrics.contains("vspc_shared_vmotions_total{event=\"carried\"} 1\n"),
@@ -346,7 +333,7 @@ async fn a_stale_instance_closes_its_connection_and_claims_nothing() {
     tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
     b.wait_site("vm-00062", "b").await;
     a.wait_site("vm-00062", "b").await;
-    b.wait_log("vm-00062", b"on b\r\nafter\r\n").await;
+    wait_file(&b.log_path("vm-00062"), b"on b\r\nafter\r\n").await;
     assert_eq!(a.log("vm-00062"), b"before\r\n");
     let metrics = a.metrics().await;
     assert!(metrics.contains("vspc_ports_held 0\n"), "{metrics}");
