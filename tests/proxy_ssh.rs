@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::typing::{key, line, type_and_print, Typed, Typist};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
@@ -98,6 +99,16 @@ struct Ssh {
     data: Vec<u8>,
     stderr: tokio::task::JoinHandle<String>,
     closed: bool,
+}
+
+impl Typist for Ssh {
+    async fn type_keys(&mut self, keys: &[u8]) {
+        self.send(keys).await;
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 impl Ssh {
@@ -447,27 +458,12 @@ async fn a_session_stays_attached_across_a_vmotion_and_a_reconnect() {
     let mut ssh = Ssh::spawn(&server, &keys.dir.join("root"), "vm-00001", None);
     ssh.expect_exact(&banner("vm-00001", "rw")).await;
 
-    let mut typed = Vec::new();
-    let mut printed = Vec::new();
     let mut plan = VmotionPlan::new(Bytes::from_static(b"\x44\xda\xff\xf1"));
     plan.fin_order = FinOrder::FinBeforeComplete;
-    for i in 0..60u32 {
-        let mut key = format!("k{i:03}\r").into_bytes();
-        key.push(0xff);
-        ssh.send(&key).await;
-        typed.extend_from_slice(&key);
-        if !vm.with(|vm, _| vm.is_migrating()) {
-            let line = format!("o{i:03}\n");
-            if vm.with(|vm, _| vm.send_serial(line.as_bytes())).is_ok() {
-                printed.extend_from_slice(line.as_bytes());
-            }
-        }
-        if i == 20 {
-            vm.with(|vm, now| vm.start_vmotion(now, plan.clone()))
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let mut done = Typed::default();
+    let vmotion = Some((20, plan));
+    type_and_print(vm, &mut ssh, 0..60, vmotion, key, line, &mut done).await;
+    let Typed { mut typed, printed } = done;
     vm.wait("the vMotion's end", |_, seen| {
         seen.events
             .iter()

@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::typing::{key, line, type_and_print, Typed};
 use support::*;
 use vspc_emulator::{AbortReason, EmulatorConfig, FinOrder, VmotionOutcome, VmotionPlan};
 use vspc_server::{Server as Proxy, ServerConfig as Config};
@@ -26,29 +27,10 @@ async fn vmotion_scenario(
     let mut client = TestClient::connect(proxy.client_addr).await;
     client.select(&name).await;
 
-    let mut typed = Vec::new();
-    let mut printed = Vec::new();
-    let mut started = false;
-    for i in 0..120u32 {
-        // Keys with 0xFF and CR in them: escaping and line endings must survive too.
-        let key = format!("k{i:03}\r").into_bytes();
-        let mut key = key;
-        key.push(0xff);
-        client.send(&key).await;
-        typed.extend_from_slice(&key);
-        if !vm.with(|vm, _| vm.is_migrating()) {
-            let line = format!("o{i:03}\n");
-            if vm.with(|vm, _| vm.send_serial(line.as_bytes())).is_ok() {
-                printed.extend_from_slice(line.as_bytes());
-            }
-        }
-        if i == 30 && !started {
-            started = true;
-            vm.with(|vm, now| vm.start_vmotion(now, plan.clone()))
-                .unwrap();
-        }
-        client.drain(Duration::from_millis(2)).await;
-    }
+    let mut done = Typed::default();
+    let vmotion = Some((30, plan));
+    type_and_print(&vm, &mut client, 0..120, vmotion, key, line, &mut done).await;
+    let Typed { mut typed, printed } = done;
     let result = vm.vmotion_outcome().await;
     vm.wait_received(&typed).await;
     client.expect_exact(&printed).await;

@@ -9,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::typing::{type_and_print, Typed};
 use support::web::{self, client_frame, RawWs, BEARER, TOKEN};
 use support::*;
 use vspc_emulator::{VmotionOutcome, VmotionPlan};
@@ -311,25 +312,14 @@ async fn the_terminal_goes_on_through_a_vmotion_and_a_reconnect() {
     let mut term = web::open(addr, "1", "rw").await;
     term.expect_exact(&banner(&name, "rw")).await;
 
-    let mut typed = Vec::new();
-    let mut printed = Vec::new();
-    for i in 0..80u32 {
-        let key = format!("k{i:03}\r\u{1b}").into_bytes();
-        term.send(&key).await;
-        typed.extend_from_slice(&key);
-        if !vm.with(|vm, _| vm.is_migrating()) {
-            let mut line = format!("o{i:03}").into_bytes();
-            line.extend_from_slice(b"\xff\n");
-            if vm.with(|vm, _| vm.send_serial(&line)).is_ok() {
-                printed.extend_from_slice(&line);
-            }
-        }
-        if i == 20 {
-            let plan = VmotionPlan::new(Bytes::from_static(b"\x44\xda\xff\xf1"));
-            vm.with(|vm, now| vm.start_vmotion(now, plan)).unwrap();
-        }
-        term.drain(Duration::from_millis(2)).await;
-    }
+    // Keys with ESC, lines with 0xFF: both pass a WebSocket's binary messages unchanged.
+    let key = |i: u32| format!("k{i:03}\r\u{1b}").into_bytes();
+    let line = |i: u32| [format!("o{i:03}").as_bytes(), b"\xff\n"].concat();
+    let plan = VmotionPlan::new(Bytes::from_static(b"\x44\xda\xff\xf1"));
+    let mut done = Typed::default();
+    let vmotion = Some((20, plan));
+    type_and_print(&vm, &mut term, 0..80, vmotion, key, line, &mut done).await;
+    let Typed { mut typed, printed } = done;
     let outcome = vm.vmotion_outcome().await;
     assert!(
         matches!(outcome, VmotionOutcome::Completed { .. }),

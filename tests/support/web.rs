@@ -84,6 +84,16 @@ pub async fn open(addr: SocketAddr, vm: &str, mode: &str) -> WsTerm<TcpStream> {
         .expect("terminal refused")
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> super::typing::Typist for WsTerm<S> {
+    async fn type_keys(&mut self, keys: &[u8]) {
+        self.send(keys).await;
+    }
+
+    async fn pause(&mut self) {
+        self.drain(Duration::from_millis(2)).await;
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WsTerm<S> {
     /// Sends bytes as one binary message.
     pub async fn send(&mut self, bytes: &[u8]) {
