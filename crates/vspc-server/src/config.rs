@@ -75,8 +75,7 @@ pub struct ClusterConfig {
     pub advertise: Option<SocketAddr>,
     /// This instance's name in the site, unique among the instances (default: the host name
     /// and the advertised VM address, `host@addr`). The leases of its VM ports are held
-    /// under it: an instance restarted under the same name takes its lapsed ports back like
-    /// any other.
+    /// under it; a restart under the same name is a new run, whose last run's ports are free.
     pub instance: Option<String>,
     /// How long a VM port's lease lasts without renewal, in milliseconds (default 10000);
     /// it is renewed every third of that. The longest a dead instance's VMs wait before
