@@ -238,6 +238,9 @@ async fn a_redis_restart_loses_nothing_and_the_directory_comes_back() {
     while a.metrics().await.contains("vspc_store_errors_total 0\n") {
         round = five_rounds(&vm, &mut client, round, &mut done).await;
     }
+    // The directory cannot be read meanwhile.
+    let (head, _) = http_get(a.admin, "/site").await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     // Without the store a vMotion is answered NOTNOW: its destination could not be carried.
     let plan = VmotionPlan::new(Bytes::from_static(b"\x10\x20\x30\x40"));
     vm.with(|vm, now| vm.start_vmotion(now, plan)).unwrap();
