@@ -46,6 +46,13 @@ impl std::fmt::Debug for RedisState {
 /// How long a command may take before the store counts as unreachable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a lease command may take (a third of the lease, between one and five seconds):
+/// a lease call is no one's wait, and a connect storm on a busy machine can hold the store
+/// for longer than a second without it being away.
+fn lease_timeout(lease: Duration) -> Duration {
+    (lease / 3).clamp(REDIS_TIMEOUT, Duration::from_secs(5))
+}
+
 /// Ports claimed or renewed per script call: a renewal of many ports must not hold the
 /// store's single thread for long.
 const HOLD_BATCH: usize = 500;
@@ -184,9 +191,9 @@ impl RedisState {
         })
     }
 
-    /// Runs `operation` on the shared connection within [`REDIS_TIMEOUT`], reconnecting first
+    /// Runs `operation` on the shared connection within `timeout`, reconnecting first
     /// if the last one failed.
-    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, SharedStateError>
+    async fn run<T, F, Fut>(&self, timeout: Duration, operation: F) -> Result<T, SharedStateError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -208,7 +215,7 @@ impl RedisState {
             }
         };
         drop(slot);
-        match tokio::time::timeout(REDIS_TIMEOUT, operation(connection)).await {
+        match tokio::time::timeout(timeout, operation(connection)).await {
             Ok(Ok(value)) => Ok(value),
             failed => {
                 // Reconnect next time.
@@ -225,16 +232,19 @@ impl RedisState {
         &self,
         cmd: redis::Cmd,
     ) -> Result<T, SharedStateError> {
-        self.run(|mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run(REDIS_TIMEOUT, |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
+        .await
     }
 
     async fn script<T: redis::FromRedisValue>(
         &self,
+        timeout: Duration,
         source: &'static str,
         args: Vec<String>,
     ) -> Result<T, SharedStateError> {
-        self.run(|mut c| async move {
+        self.run(timeout, |mut c| async move {
             let script = redis::Script::new(source);
             let mut invocation = script.prepare_invoke();
             for arg in &args {
@@ -254,7 +264,7 @@ impl RedisState {
         source: &'static str,
         args: Vec<String>,
     ) -> Result<Vec<SiteVm>, SharedStateError> {
-        let triples: Vec<String> = self.script(source, args).await?;
+        let triples: Vec<String> = self.script(REDIS_TIMEOUT, source, args).await?;
         triples
             .chunks_exact(3)
             .map(|triple| {
@@ -305,7 +315,9 @@ impl SharedState for RedisState {
             .arg(lease.as_millis().max(1) as u64)
             .arg("GET");
         Box::pin(async move {
-            let before: Option<String> = self.query(cmd).await?;
+            let renewal =
+                |mut c: MultiplexedConnection| async move { cmd.query_async(&mut c).await };
+            let before: Option<String> = self.run(lease_timeout(lease), renewal).await?;
             Ok(before.as_deref() == Some(announcement.as_str()))
         })
     }
@@ -341,7 +353,7 @@ impl SharedState for RedisState {
         Box::pin(async move {
             let mut answers = Vec::with_capacity(count);
             for args in batches {
-                let holders: Vec<String> = self.script(HOLD, args).await?;
+                let holders: Vec<String> = self.script(lease_timeout(lease), HOLD, args).await?;
                 answers.extend(holders.into_iter().map(|holder| {
                     if holder.is_empty() {
                         Holding::Held
@@ -365,7 +377,10 @@ impl SharedState for RedisState {
             args.push(port.name.clone());
             args.push(vspc_concentrator::compact_hex(&port.uuid));
         }
-        Box::pin(async move { self.script::<i64>(RELEASE, args).await.map(drop) })
+        Box::pin(async move {
+            let released = self.script::<i64>(lease_timeout(Duration::MAX), RELEASE, args);
+            released.await.map(drop)
+        })
     }
 
     fn locate(&self, selector: &str) -> StateFuture<'_, Vec<SiteVm>> {
