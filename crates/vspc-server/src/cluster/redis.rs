@@ -203,13 +203,18 @@ impl RedisState {
         let connection = match slot.as_ref() {
             Some(connection) => connection.clone(),
             None => {
-                let connected = tokio::time::timeout(
-                    REDIS_TIMEOUT,
-                    self.client.get_multiplexed_async_connection(),
-                )
-                .await
-                .map_err(|e| unavailable(&e))?
-                .map_err(|e| unavailable(&e))?;
+                // The client's own limits (half a second per response by default) would cut
+                // a lease call short on a loaded machine: every call carries its own.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(None)
+                    .set_response_timeout(None);
+                let connecting = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config);
+                let connected = tokio::time::timeout(timeout, connecting)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .map_err(|e| unavailable(&e))?;
                 *slot = Some(connected.clone());
                 connected
             }
