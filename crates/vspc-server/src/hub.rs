@@ -51,7 +51,7 @@ pub(crate) struct Sticky {
 /// How long a destination's instance keeps asking for a handover record that is not there
 /// yet: the owner stores it while its GOAHEAD travels, and a destination may be quicker
 /// than the store, more so under load.
-const CLAIM_PATIENCE: Duration = Duration::from_millis(1500);
+const CLAIM_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Claims a handover record, asking again for a moment when there is none yet: first after
 /// a pause of a couple of milliseconds (usually the record is a store round trip behind),
