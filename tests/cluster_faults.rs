@@ -290,6 +290,26 @@ async fn a_redis_restart_loses_nothing_and_the_directory_comes_back() {
         metrics.contains("vspc_shared_vmotions_total{event=\"carried\"} 1\n"),
         "{metrics}"
     );
+
+    // With the directory back, a client of B's process uses the VM A's process holds: it
+    // reads what the VM prints and types to it, and A alone logs.
+    let mut remote = TestClient::connect(b.clients).await;
+    remote.expect(b"or excl: ").await;
+    remote.send(b"vm-00061\r\n").await;
+    remote
+        .expect(b"\r\n[vspc: attached to vm-00061 (rw)]\r\n")
+        .await;
+    vm.with(|vm, _| vm.send_serial(b"to-b\r\n")).unwrap();
+    remote.expect(b"to-b\r\n").await;
+    remote.send(b"from-b\r").await;
+    vm.wait_received(&[&done.typed[..], b"from-b\r"].concat())
+        .await;
+    wait_file(
+        &a.log_path("vm-00061"),
+        &[&done.printed[..], b"to-b\r\n"].concat(),
+    )
+    .await;
+    assert!(!b.log_path("vm-00061").exists());
 }
 
 #[tokio::test]
