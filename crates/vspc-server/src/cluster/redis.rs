@@ -235,11 +235,13 @@ impl RedisState {
 
     async fn query<T: redis::FromRedisValue>(
         &self,
+        timeout: Duration,
         cmd: redis::Cmd,
     ) -> Result<T, SharedStateError> {
-        self.run(REDIS_TIMEOUT, |mut c| async move {
-            cmd.query_async(&mut c).await
-        })
+        self.run(
+            timeout,
+            |mut c| async move { cmd.query_async(&mut c).await },
+        )
         .await
     }
 
@@ -297,14 +299,14 @@ impl SharedState for RedisState {
             .arg(owner.to_string())
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64);
-        Box::pin(async move { self.query::<()>(cmd).await })
+        Box::pin(async move { self.query::<()>(REDIS_TIMEOUT, cmd).await })
     }
 
     fn claim(&self, digest: &str) -> StateFuture<'_, Option<SocketAddr>> {
         let mut cmd = redis::cmd("GETDEL");
         cmd.arg(self.key("handover", digest));
         Box::pin(async move {
-            let value: Option<String> = self.query(cmd).await?;
+            let value: Option<String> = self.query(REDIS_TIMEOUT, cmd).await?;
             value
                 .map(|v| v.parse().map_err(|_| SharedStateError::BadRecord(v)))
                 .transpose()
@@ -320,9 +322,7 @@ impl SharedState for RedisState {
             .arg(lease.as_millis().max(1) as u64)
             .arg("GET");
         Box::pin(async move {
-            let renewal =
-                |mut c: MultiplexedConnection| async move { cmd.query_async(&mut c).await };
-            let before: Option<String> = self.run(lease_timeout(lease), renewal).await?;
+            let before: Option<String> = self.query(lease_timeout(lease), cmd).await?;
             Ok(before.as_deref() == Some(announcement.as_str()))
         })
     }
@@ -415,10 +415,10 @@ impl SharedState for RedisState {
             let key = self.key("site", "token");
             let mut set = redis::cmd("SET");
             set.arg(&key).arg(fresh_token()?).arg("NX");
-            self.query::<Option<String>>(set).await?;
+            self.query::<Option<String>>(REDIS_TIMEOUT, set).await?;
             let mut get = redis::cmd("GET");
             get.arg(&key);
-            let token: Option<String> = self.query(get).await?;
+            let token: Option<String> = self.query(REDIS_TIMEOUT, get).await?;
             token.ok_or_else(|| SharedStateError::Unavailable("the site token vanished".into()))
         })
     }
